@@ -1,0 +1,102 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// config is the service configuration, read from the environment once.
+type config struct {
+	DatabaseURL         string
+	HTTPAddr            string
+	LogLevel            zerolog.Level
+	IdempotencyTTL      time.Duration
+	RelayEnabled        bool
+	RelayMaxAttempts    int
+	RelayBackoffBase    time.Duration
+	RelayBackoffMax     time.Duration
+	DeliveryTimeout     time.Duration
+	WebhookAllowPrivate bool
+}
+
+// configError names the variable at fault, in one line.
+type configError struct{ name, msg string }
+
+func (e *configError) Error() string { return "config: " + e.name + ": " + e.msg }
+
+// loadConfig reads the configuration from getenv; the first bad variable is
+// reported.
+func loadConfig(getenv func(string) string) (config, error) {
+	c := config{
+		DatabaseURL: getenv("DATABASE_URL"),
+		HTTPAddr:    ":8080",
+	}
+	if c.DatabaseURL == "" {
+		return c, &configError{"DATABASE_URL", "is required (a libpq URL such as postgres://root@127.0.0.1:5432/safeflow?sslmode=disable)"}
+	}
+	if v := getenv("HTTP_ADDR"); v != "" {
+		c.HTTPAddr = v
+	}
+	var err error
+	if c.LogLevel, err = parseLevel(getenv("LOG_LEVEL")); err != nil {
+		return c, err
+	}
+	durations := []struct {
+		name string
+		dst  *time.Duration
+		def  time.Duration
+	}{
+		{"IDEMPOTENCY_TTL", &c.IdempotencyTTL, 24 * time.Hour},
+		{"RELAY_BACKOFF_BASE", &c.RelayBackoffBase, time.Second},
+		{"RELAY_BACKOFF_MAX", &c.RelayBackoffMax, time.Hour},
+		{"DELIVERY_TIMEOUT", &c.DeliveryTimeout, 10 * time.Second},
+	}
+	for _, d := range durations {
+		*d.dst = d.def
+		if v := getenv(d.name); v != "" {
+			if *d.dst, err = time.ParseDuration(v); err != nil || *d.dst <= 0 {
+				return c, &configError{d.name, fmt.Sprintf("%q is not a positive Go duration such as 50ms or 24h", v)}
+			}
+		}
+	}
+	if c.RelayBackoffMax < c.RelayBackoffBase {
+		return c, &configError{"RELAY_BACKOFF_MAX", "must not be less than RELAY_BACKOFF_BASE"}
+	}
+	bools := []struct {
+		name string
+		dst  *bool
+		def  bool
+	}{
+		{"RELAY_ENABLED", &c.RelayEnabled, true},
+		{"WEBHOOK_ALLOW_PRIVATE", &c.WebhookAllowPrivate, false},
+	}
+	for _, b := range bools {
+		*b.dst = b.def
+		if v := getenv(b.name); v != "" {
+			if *b.dst, err = strconv.ParseBool(v); err != nil {
+				return c, &configError{b.name, fmt.Sprintf("%q is not a boolean (true or false)", v)}
+			}
+		}
+	}
+	c.RelayMaxAttempts = 8
+	if v := getenv("RELAY_MAX_ATTEMPTS"); v != "" {
+		if c.RelayMaxAttempts, err = strconv.Atoi(v); err != nil || c.RelayMaxAttempts < 1 {
+			return c, &configError{"RELAY_MAX_ATTEMPTS", fmt.Sprintf("%q is not a positive integer", v)}
+		}
+	}
+	return c, nil
+}
+
+func parseLevel(v string) (zerolog.Level, error) {
+	if v == "" {
+		return zerolog.InfoLevel, nil
+	}
+	l, err := zerolog.ParseLevel(v)
+	if err != nil || l == zerolog.NoLevel {
+		return 0, &configError{"LOG_LEVEL", fmt.Sprintf("%q is not one of trace, debug, info, warn, error", v)}
+	}
+	return l, nil
+}

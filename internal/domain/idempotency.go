@@ -1,0 +1,51 @@
+package domain
+
+// Response is the answer to a mutating request, rendered inside its
+// transaction and stored on the idempotency record, so a replay returns the
+// same status, headers and bytes.
+type Response struct {
+	Status      int
+	ContentType string
+	Location    string
+	ETag        string
+	Body        []byte
+	Replayed    bool // true when served from the idempotency record
+}
+
+// Request is one mutating request under an idempotency key.
+type Request struct {
+	TenantID    string
+	Key         string
+	Fingerprint []byte // hash of method, route, path parameters and canonical body
+	// Render turns the outcome of the business step into the response to
+	// store: a result, or a *Error for which Stored() is true. Any other error
+	// is returned unchanged and nothing is stored.
+	Render func(result any, err error) (Response, error)
+}
+
+// MissingIdempotencyKey is the refusal of a POST without an Idempotency-Key.
+func MissingIdempotencyKey() *Error {
+	return &Error{Kind: KindInvalid, Code: CodeIdempotencyKeyMissing,
+		Detail: "every POST requires an Idempotency-Key header (1 to 255 printable ASCII characters; a UUID is a good choice)"}
+}
+
+// CheckIdempotencyKey validates the values of the Idempotency-Key header:
+// exactly one, of 1 to 255 printable ASCII characters.
+func CheckIdempotencyKey(values []string) *Error {
+	if len(values) == 0 {
+		return MissingIdempotencyKey()
+	}
+	if len(values) > 1 {
+		return &Error{Kind: KindInvalid, Code: CodeIdempotencyKeyInvalid, Detail: "send exactly one Idempotency-Key header"}
+	}
+	k := values[0]
+	if k == "" || len(k) > 255 {
+		return &Error{Kind: KindInvalid, Code: CodeIdempotencyKeyInvalid, Detail: "the Idempotency-Key must be 1 to 255 characters"}
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x20 || k[i] > 0x7e {
+			return &Error{Kind: KindInvalid, Code: CodeIdempotencyKeyInvalid, Detail: "the Idempotency-Key must be printable ASCII"}
+		}
+	}
+	return nil
+}

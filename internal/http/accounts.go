@@ -1,0 +1,129 @@
+package http
+
+import (
+	"encoding/base64"
+	"net/http"
+	"strconv"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/safeflow/safeflow/internal/domain"
+)
+
+type createAccountRequest struct {
+	Currency string            `json:"currency"`
+	Name     *string           `json:"name,omitempty"`
+	Metadata map[string]string `json:"metadata,omitempty"`
+}
+
+func (in createAccountRequest) valid() []domain.FieldError {
+	var fe []domain.FieldError
+	if msg := domain.CheckCurrency(in.Currency); msg != "" {
+		fe = append(fe, domain.FieldError{Field: "currency", Message: msg})
+	}
+	if msg := domain.CheckText(in.Name, domain.MaxNameLen); msg != "" {
+		fe = append(fe, domain.FieldError{Field: "name", Message: msg})
+	}
+	return append(fe, domain.CheckMetadata("metadata", in.Metadata)...)
+}
+
+func (s *server) handleCreateAccount() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		render := rendered(r, http.StatusCreated, func(v any) string { return "/v1/accounts/" + v.(domain.Account).ID })
+		in, req, err := mutation[createAccountRequest](w, r, render)
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		resp, err := s.store.CreateAccount(r.Context(), req, domain.NewAccount{Currency: in.Currency, Name: in.Name, Metadata: in.Metadata})
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		writeResponse(w, resp)
+	}
+}
+
+func (s *server) handleGetAccount() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		a, err := s.store.GetAccount(r.Context(), tenantOf(r), chi.URLParam(r, "account_id"))
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		w.Header().Set("ETag", etag(a.Version))
+		writeJSON(w, http.StatusOK, a)
+	}
+}
+
+// list is the JSON shape of every list response.
+type list[T any] struct {
+	Data       []T     `json:"data"`
+	NextCursor *string `json:"next_cursor"`
+}
+
+func newList[T any](items []T, next string) list[T] {
+	l := list[T]{Data: items}
+	if next != "" {
+		c := base64.RawURLEncoding.EncodeToString([]byte(next))
+		l.NextCursor = &c
+	}
+	return l
+}
+
+// page parses ?limit= (1–100, default 20) and the opaque ?cursor=.
+func page(r *http.Request, idPrefix string) (domain.Page, error) {
+	p := domain.Page{Limit: 20}
+	var fe []domain.FieldError
+	q := r.URL.Query()
+	if v := q.Get("limit"); v != "" || q.Has("limit") {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100 {
+			fe = append(fe, domain.FieldError{Field: "limit", Message: "must be an integer from 1 to 100"})
+		}
+		p.Limit = n
+	}
+	if c := q.Get("cursor"); c != "" {
+		id, err := base64.RawURLEncoding.DecodeString(c)
+		if err != nil || !domain.ValidID(idPrefix, string(id)) {
+			fe = append(fe, domain.FieldError{Field: "cursor", Message: "is not a cursor this list returned"})
+		}
+		p.After = string(id)
+	}
+	if len(fe) > 0 {
+		return p, domain.Invalid(fe...)
+	}
+	return p, nil
+}
+
+func (s *server) handleListAccounts() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, err := page(r, domain.PrefixAccount)
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		items, next, err := s.store.ListAccounts(r.Context(), tenantOf(r), p)
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, newList(items, next))
+	}
+}
+
+func (s *server) handleListEntries() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, err := page(r, domain.PrefixEntry)
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		items, next, err := s.store.ListEntries(r.Context(), tenantOf(r), chi.URLParam(r, "account_id"), p)
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, newList(items, next))
+	}
+}

@@ -1,0 +1,41 @@
+package http
+
+import (
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/rs/zerolog"
+	"github.com/rs/zerolog/hlog"
+
+	"github.com/safeflow/safeflow/internal/domain"
+)
+
+// routes lists the whole API.
+func (s *server) routes(log zerolog.Logger) http.Handler {
+	r := chi.NewRouter()
+	r.Use(hlog.NewHandler(log), hlog.RequestIDHandler("request_id", "X-Request-ID"), accessLog, s.recoverer, s.instrument)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		s.writeProblem(w, r, &requestError{http.StatusNotFound, domain.CodeNotFound, "no such route: " + r.URL.Path})
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		s.writeProblem(w, r, &requestError{http.StatusMethodNotAllowed, "method_not_allowed", r.Method + " is not allowed on " + r.URL.Path})
+	})
+
+	r.Get("/healthz", s.handleHealthz())
+	r.Get("/readyz", s.handleReadyz())
+	r.Get("/metrics", s.metrics.handler().ServeHTTP)
+	r.Get("/openapi.yaml", s.handleOpenAPI())
+
+	r.Route("/v1", func(r chi.Router) {
+		r.Use(s.authenticate)
+		r.Post("/accounts", s.handleCreateAccount())
+		r.Get("/accounts", s.handleListAccounts())
+		r.Get("/accounts/{account_id}", s.handleGetAccount())
+		r.Get("/accounts/{account_id}/entries", s.handleListEntries())
+		r.Post("/accounts/{account_id}/deposits", s.handleMove(domain.KindDeposit))
+		r.Post("/accounts/{account_id}/withdrawals", s.handleMove(domain.KindWithdrawal))
+		r.Get("/deposits/{id}", s.handleGetMovement(domain.KindDeposit))
+		r.Get("/withdrawals/{id}", s.handleGetMovement(domain.KindWithdrawal))
+	})
+	return r
+}

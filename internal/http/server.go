@@ -1,0 +1,48 @@
+// Package http is safeflow's REST API: routing, authentication, strict JSON
+// decoding, RFC 9457 problems, metrics and the mapping of requests onto the
+// store's safe flows. HTTP details stay here; decisions live in domain.
+package http
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/rs/zerolog"
+
+	"github.com/safeflow/safeflow/internal/domain"
+)
+
+// Store is what the API needs from the database; *store.Store satisfies it.
+type Store interface {
+	Authenticate(ctx context.Context, secret string) (tenantID string, err error)
+	CreateAccount(ctx context.Context, req domain.Request, in domain.NewAccount) (domain.Response, error)
+	GetAccount(ctx context.Context, tenantID, id string) (domain.Account, error)
+	ListAccounts(ctx context.Context, tenantID string, p domain.Page) ([]domain.Account, string, error)
+	ListEntries(ctx context.Context, tenantID, accountID string, p domain.Page) ([]domain.LedgerEntry, string, error)
+	Move(ctx context.Context, req domain.Request, in domain.NewMovement) (domain.Response, error)
+	GetMovement(ctx context.Context, tenantID, kind, id string) (domain.Movement, error)
+}
+
+// Config wires a Handler.
+type Config struct {
+	Store   Store
+	Logger  zerolog.Logger
+	Metrics *Metrics
+	// Ready reports whether the service can take traffic: the database
+	// answers and its schema is at the binary's version.
+	Ready   func(ctx context.Context) error
+	OpenAPI []byte // served at /openapi.yaml
+}
+
+type server struct {
+	store   Store
+	metrics *Metrics
+	ready   func(ctx context.Context) error
+	openapi []byte
+}
+
+// NewHandler returns the whole API as one http.Handler.
+func NewHandler(c Config) http.Handler {
+	s := &server{store: c.Store, metrics: c.Metrics, ready: c.Ready, openapi: c.OpenAPI}
+	return s.routes(c.Logger)
+}

@@ -1,0 +1,62 @@
+// Package outbox owns the transactional outbox: events are staged in the
+// business transaction that causes them and delivered later by a relay.
+// Events are immutable; the exact bytes of each envelope are stored once, so
+// the event feed and every webhook delivery serve and sign the same bytes.
+package outbox
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Message is one event to stage. Data is the resource after the change.
+type Message struct {
+	ID            string
+	TenantID      string
+	Type          string // e.g. "deposit.created"
+	AggregateType string // e.g. "deposit"
+	AggregateID   string
+	// Sequence increases per aggregate; the caller holds the aggregate's row
+	// lock (or creates the aggregate), so its version is a safe sequence.
+	Sequence  int64
+	Data      any
+	CreatedAt time.Time
+}
+
+// Envelope is the JSON form of an event, served by the feed and signed for
+// webhooks.
+type Envelope struct {
+	ID            string          `json:"id"`
+	Type          string          `json:"type"`
+	CreatedAt     time.Time       `json:"created_at"`
+	AggregateType string          `json:"aggregate_type"`
+	AggregateID   string          `json:"aggregate_id"`
+	Sequence      int64           `json:"sequence"`
+	Data          json.RawMessage `json:"data"`
+}
+
+const insertEvent = `
+INSERT INTO events (id, tenant_id, type, aggregate_type, aggregate_id, sequence, payload, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
+
+// Stage queues the insert of m on b. The batch must be sent on the business
+// transaction (tx.SendBatch), so the event commits or rolls back with the
+// change it describes.
+func Stage(b *pgx.Batch, m Message) error {
+	data, err := json.Marshal(m.Data)
+	if err != nil {
+		return fmt.Errorf("outbox: encode %s data: %w", m.Type, err)
+	}
+	payload, err := json.Marshal(Envelope{
+		ID: m.ID, Type: m.Type, CreatedAt: m.CreatedAt, AggregateType: m.AggregateType,
+		AggregateID: m.AggregateID, Sequence: m.Sequence, Data: data,
+	})
+	if err != nil {
+		return fmt.Errorf("outbox: encode %s envelope: %w", m.Type, err)
+	}
+	b.Queue(insertEvent, m.ID, m.TenantID, m.Type, m.AggregateType, m.AggregateID, m.Sequence, payload, m.CreatedAt)
+	return nil
+}

@@ -1,0 +1,131 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/safeflow/safeflow/internal/domain"
+	"github.com/safeflow/safeflow/internal/outbox"
+)
+
+// errStale means a guarded write matched no row although its row was locked:
+// a bug, never a client's fault.
+var errStale = errors.New("store: guarded write matched no row")
+
+func expectOne(ct pgconn.CommandTag) error {
+	if ct.RowsAffected() != 1 {
+		return errStale
+	}
+	return nil
+}
+
+const accountColumns = `id, tenant_id, currency, name, metadata, available, held, incoming, version, created_at`
+
+type accountRow struct {
+	ID        string            `db:"id"`
+	TenantID  string            `db:"tenant_id"`
+	Currency  string            `db:"currency"`
+	Name      *string           `db:"name"`
+	Metadata  map[string]string `db:"metadata"`
+	Available int64             `db:"available"`
+	Held      int64             `db:"held"`
+	Incoming  int64             `db:"incoming"`
+	Version   int64             `db:"version"`
+	CreatedAt time.Time         `db:"created_at"`
+}
+
+func (r accountRow) account() domain.Account {
+	md := r.Metadata
+	if md == nil {
+		md = map[string]string{}
+	}
+	return domain.Account{
+		ID: r.ID, Object: "account", TenantID: r.TenantID, Currency: r.Currency, Name: r.Name, Metadata: md,
+		Balances: domain.Balances{Available: r.Available, Held: r.Held, Incoming: r.Incoming},
+		Version:  r.Version, CreatedAt: r.CreatedAt.UTC(),
+	}
+}
+
+const insertAccount = `
+INSERT INTO accounts (id, tenant_id, kind, currency, name, metadata, available, held, incoming, version, created_at)
+VALUES ($1, $2, 'customer', $3, $4, $5, 0, 0, 0, 1, $6)`
+
+// The system account of a currency is created with the tenant's first
+// account in it; ON CONFLICT makes concurrent first accounts agree on one.
+const ensureSystemAccount = `
+INSERT INTO accounts (id, tenant_id, kind, currency, name, created_at)
+VALUES ($1, $2, 'system', $3, 'external', $4)
+ON CONFLICT (tenant_id, currency) WHERE kind = 'system' DO NOTHING`
+
+// CreateAccount opens a customer account and stages account.created.
+func (s *Store) CreateAccount(ctx context.Context, req domain.Request, in domain.NewAccount) (domain.Response, error) {
+	return s.safeFlow(ctx, req, func(ctx context.Context, tx pgx.Tx) (any, error) {
+		now := s.now()
+		a := in.Open(req.TenantID, now)
+		b := &pgx.Batch{}
+		if _, ok := s.systemIDs.Load(req.TenantID + "/" + a.Currency); !ok {
+			b.Queue(ensureSystemAccount, domain.NewID(domain.PrefixAccount, now), req.TenantID, a.Currency, now)
+		}
+		b.Queue(insertAccount, a.ID, a.TenantID, a.Currency, a.Name, a.Metadata, a.CreatedAt)
+		if err := outbox.Stage(b, outbox.Message{
+			ID: domain.NewID(domain.PrefixEvent, now), TenantID: req.TenantID, Type: "account.created",
+			AggregateType: "account", AggregateID: a.ID, Sequence: a.Version, Data: a, CreatedAt: now,
+		}); err != nil {
+			return nil, err
+		}
+		return a, tx.SendBatch(ctx, b).Close()
+	})
+}
+
+const selectAccount = `SELECT ` + accountColumns + ` FROM accounts WHERE tenant_id = $1 AND id = $2 AND kind = 'customer'`
+
+// GetAccount returns the tenant's customer account id.
+func (s *Store) GetAccount(ctx context.Context, tenantID, id string) (domain.Account, error) {
+	a, err := getAccount(ctx, s.pool, tenantID, id, selectAccount)
+	return a, s.public(err)
+}
+
+// lockAccount reads and locks the tenant's customer account for the rest of tx.
+func lockAccount(ctx context.Context, tx pgx.Tx, tenantID, id string) (domain.Account, error) {
+	return getAccount(ctx, tx, tenantID, id, selectAccount+` FOR UPDATE`)
+}
+
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func getAccount(ctx context.Context, q querier, tenantID, id, query string) (domain.Account, error) {
+	rows, _ := q.Query(ctx, query, tenantID, id)
+	r, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[accountRow])
+	if errors.Is(err, pgx.ErrNoRows) {
+		return domain.Account{}, domain.NotFound("account", id)
+	}
+	if err != nil {
+		return domain.Account{}, err
+	}
+	return r.account(), nil
+}
+
+const listAccounts = `SELECT ` + accountColumns + ` FROM accounts
+WHERE tenant_id = $1 AND kind = 'customer' AND ($2 = '' OR id < $2)
+ORDER BY id DESC LIMIT $3`
+
+// ListAccounts returns a page of the tenant's accounts, newest first, and
+// the id to continue after ("" when this is the last page).
+func (s *Store) ListAccounts(ctx context.Context, tenantID string, p domain.Page) ([]domain.Account, string, error) {
+	rows, _ := s.pool.Query(ctx, listAccounts, tenantID, p.After, p.Limit+1)
+	rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[accountRow])
+	if err != nil {
+		return nil, "", s.public(err)
+	}
+	out := make([]domain.Account, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, r.account())
+	}
+	out, next := domain.Paginate(out, p.Limit, func(a domain.Account) string { return a.ID })
+	return out, next, nil
+}

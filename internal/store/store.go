@@ -1,0 +1,222 @@
+// Package store holds all SQL on safeflow's tables and runs the safe flow:
+// one READ COMMITTED transaction that claims the idempotency key, locks the
+// rows it changes FOR UPDATE in ascending id order, writes the change, its
+// ledger lines and its outbox event, stores the rendered response and commits.
+package store
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/safeflow/safeflow/internal/domain"
+)
+
+// Options tune a Store. Zero values take the defaults in parentheses.
+type Options struct {
+	IdempotencyTTL time.Duration    // how long a key is replayed (24h)
+	MaxAttempts    int              // tries of a transaction on 40001, 40P01, 55P03 (5)
+	BackoffBase    time.Duration    // first retry delay cap (10ms)
+	BackoffMax     time.Duration    // largest retry delay cap (250ms)
+	Now            func() time.Time // the clock (time.Now)
+	// OnRetry is called once per retried transaction with the reason
+	// ("serialization_failure", "deadlock", "lock_timeout").
+	OnRetry func(reason string)
+}
+
+// Store runs safeflow's queries and flows on a pgx pool.
+type Store struct {
+	pool *pgxpool.Pool
+	opt  Options
+
+	systemIDs sync.Map // tenant/currency → id of the system account (immutable once committed)
+}
+
+// New returns a Store on pool.
+func New(pool *pgxpool.Pool, opt Options) *Store {
+	if opt.IdempotencyTTL <= 0 {
+		opt.IdempotencyTTL = 24 * time.Hour
+	}
+	if opt.MaxAttempts <= 0 {
+		opt.MaxAttempts = 5
+	}
+	if opt.BackoffBase <= 0 {
+		opt.BackoffBase = 10 * time.Millisecond
+	}
+	if opt.BackoffMax <= 0 {
+		opt.BackoffMax = 250 * time.Millisecond
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.OnRetry == nil {
+		opt.OnRetry = func(string) {}
+	}
+	return &Store{pool: pool, opt: opt}
+}
+
+// now returns the current time as PostgreSQL stores it: UTC, microseconds.
+func (s *Store) now() time.Time { return s.opt.Now().UTC().Truncate(time.Microsecond) }
+
+// step is the business part of a safe flow: it runs inside the transaction
+// (within a savepoint) and returns the resource to render, or a *domain.Error.
+type step func(ctx context.Context, tx pgx.Tx) (any, error)
+
+// safeFlow runs one idempotent request: it retries the whole transaction on
+// serialization failures, deadlocks and lock timeouts on business rows, with
+// capped exponential backoff and full jitter.
+func (s *Store) safeFlow(ctx context.Context, req domain.Request, fn step) (domain.Response, error) {
+	for attempt := 1; ; attempt++ {
+		resp, err := s.safeFlowOnce(ctx, req, fn)
+		reason := retryReason(err)
+		if reason == "" {
+			return resp, s.public(err)
+		}
+		if attempt >= s.opt.MaxAttempts {
+			return domain.Response{}, domain.Unavailable("the resources of this request are busy; retry shortly with the same Idempotency-Key")
+		}
+		s.opt.OnRetry(reason)
+		if err := sleep(ctx, s.backoff(attempt)); err != nil {
+			return domain.Response{}, s.public(err)
+		}
+	}
+}
+
+func (s *Store) safeFlowOnce(ctx context.Context, req domain.Request, fn step) (resp domain.Response, err error) {
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	if err != nil {
+		return resp, err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+
+	stored, claimed, err := s.claim(ctx, tx, req)
+	if err != nil {
+		return resp, err
+	}
+	if !claimed {
+		return stored, nil
+	}
+
+	// Everything the business step writes happens after this savepoint, so a
+	// deterministic refusal rolls back to it and only the refusal is stored.
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return resp, err
+	}
+	result, stepErr := fn(ctx, sp)
+	if stepErr != nil {
+		stepErr = translate(stepErr)
+		var de *domain.Error
+		if !errors.As(stepErr, &de) || !de.Stored() {
+			return resp, stepErr
+		}
+		if err := sp.Rollback(ctx); err != nil {
+			return resp, err
+		}
+	} else if err := sp.Commit(ctx); err != nil {
+		return resp, translate(err)
+	}
+
+	if resp, err = req.Render(result, stepErr); err != nil {
+		return resp, err
+	}
+	if err := s.complete(ctx, tx, req, resp); err != nil {
+		return resp, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return resp, translate(err)
+	}
+	return resp, nil
+}
+
+// backoff returns a full-jitter delay for the given attempt (1-based):
+// uniform in [0, min(max, base·2^(attempt-1))].
+func (s *Store) backoff(attempt int) time.Duration {
+	ceil := s.opt.BackoffBase << min(attempt-1, 20)
+	if ceil > s.opt.BackoffMax || ceil <= 0 {
+		ceil = s.opt.BackoffMax
+	}
+	return time.Duration(rand.Int64N(int64(ceil) + 1))
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// retryReason names a transient PostgreSQL error that is worth running the
+// whole transaction again for, or returns "".
+func retryReason(err error) string {
+	var pg *pgconn.PgError
+	if !errors.As(err, &pg) {
+		return ""
+	}
+	switch pg.Code {
+	case "40001":
+		return "serialization_failure"
+	case "40P01":
+		return "deadlock"
+	case "55P03":
+		return "lock_timeout"
+	}
+	return ""
+}
+
+// translate maps database errors that carry a domain meaning to *domain.Error.
+func translate(err error) error {
+	var pg *pgconn.PgError
+	if !errors.As(err, &pg) {
+		return err
+	}
+	switch {
+	case pg.Code == "23514" && pg.ConstraintName == "accounts_books_nonnegative":
+		// The last line of defence: the domain checks first, under the row lock.
+		return &domain.Error{Kind: domain.KindUnprocessable, Code: domain.CodeInsufficientFunds,
+			Detail: "the change would make a balance negative"}
+	case pg.Code == "22003":
+		return &domain.Error{Kind: domain.KindUnprocessable, Code: domain.CodeAmountOutOfRange,
+			Detail: "the change would exceed the largest supported amount"}
+	}
+	return err
+}
+
+// public turns a lost or refused database connection into a 503 the client
+// may retry; other errors pass through unchanged.
+func (s *Store) public(err error) error {
+	if err == nil || !unavailable(err) {
+		return err
+	}
+	return domain.Unavailable("the database is unreachable; retry shortly")
+}
+
+func unavailable(err error) bool {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		switch pg.Code[:2] {
+		case "08", "53", "57": // connection exception, insufficient resources, operator intervention
+			return pg.Code != "57014" // 57014 is a statement timeout or cancel: not the connection
+		}
+		return false
+	}
+	var ne net.Error
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ne) || errors.As(err, &ce) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) && !errors.Is(err, context.Canceled)
+}
+
+// Ping reports whether the database answers.
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
