@@ -120,7 +120,7 @@ func (a Account) Move(n NewMovement, systemID string, now time.Time) (Posting, e
 	}
 	journal := NewID(PrefixJournal, now)
 	mv := Movement{
-		ID: NewID(map[string]string{KindDeposit: PrefixDeposit, KindWithdrawal: PrefixWithdrawal}[n.Kind], now),
+		ID:     NewID(map[string]string{KindDeposit: PrefixDeposit, KindWithdrawal: PrefixWithdrawal}[n.Kind], now),
 		Object: n.Kind, AccountID: a.ID, Amount: n.Amount, Currency: a.Currency,
 		Reference: n.Reference, JournalID: journal, CreatedAt: now,
 	}

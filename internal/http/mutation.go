@@ -59,7 +59,7 @@ func fingerprint(r *http.Request, body any) []byte {
 		write(p)
 	}
 	q, _ := url.ParseQuery(r.URL.RawQuery)
-	write(q.Encode()) // sorted by key
+	write(q.Encode())                  // sorted by key
 	canonical, _ := json.Marshal(body) // struct fields in declaration order, map keys sorted
 	write(string(canonical))
 	return h.Sum(nil)

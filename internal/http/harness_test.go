@@ -1,0 +1,285 @@
+package http_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/safeflow/safeflow"
+	apihttp "github.com/safeflow/safeflow/internal/http"
+	"github.com/safeflow/safeflow/internal/store"
+	"github.com/safeflow/safeflow/internal/testdb"
+)
+
+func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
+
+// contract routes requests to the operations of openapi.yaml, against which
+// every response a test receives is validated.
+var contract = func() routers.Router {
+	doc, err := openapi3.NewLoader().LoadFromData(safeflow.OpenAPI)
+	if err != nil {
+		panic("openapi.yaml: " + err.Error())
+	}
+	if err := doc.Validate(context.Background()); err != nil {
+		panic("openapi.yaml is not valid: " + err.Error())
+	}
+	doc.Servers = nil // match any host: the tests run on httptest's
+	r, err := gorillamux.NewRouter(doc)
+	if err != nil {
+		panic(err)
+	}
+	return r
+}()
+
+// harness is one API on its own database, with an API key for tenant "acme".
+type harness struct {
+	pool    *pgxpool.Pool
+	store   *store.Store
+	url     string
+	key     string
+	retries atomic.Int64
+}
+
+// newHarness starts the API on a new database. When the test ends, the
+// invariants of product.md §6 are checked on that database.
+func newHarness(t *testing.T, opts ...func(*store.Options)) *harness {
+	t.Helper()
+	h := &harness{pool: testdb.New(t)}
+	o := store.Options{OnRetry: func(string) { h.retries.Add(1) }}
+	for _, f := range opts {
+		f(&o)
+	}
+	h.store = store.New(h.pool, o)
+	srv := httptest.NewServer(apihttp.NewHandler(apihttp.Config{
+		Store: h.store, Logger: zerolog.Nop(), Metrics: apihttp.NewMetrics(prometheus.NewRegistry()),
+		Ready: h.store.Ping, OpenAPI: safeflow.OpenAPI,
+	}))
+	t.Cleanup(srv.Close)
+	h.url = srv.URL
+	h.key = h.newKey(t, "acme")
+	t.Cleanup(func() { testdb.CheckInvariants(t, h.pool) })
+	return h
+}
+
+func (h *harness) newKey(t *testing.T, tenant string) string {
+	t.Helper()
+	k, err := h.store.CreateAPIKey(context.Background(), tenant)
+	if err != nil {
+		t.Fatalf("create API key: %v", err)
+	}
+	return k
+}
+
+// response is what a client saw.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// problem is the decoded problem+json of a response.
+type problem struct {
+	Type   string `json:"type"`
+	Status int    `json:"status"`
+	Code   string `json:"code"`
+	Detail string `json:"detail"`
+	Errors []struct {
+		Field   string `json:"field"`
+		Message string `json:"message"`
+	} `json:"errors"`
+}
+
+func (r response) decode(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.body, v); err != nil {
+		t.Fatalf("decode %s: %v", r.body, err)
+	}
+}
+
+func (r response) problem(t *testing.T) problem {
+	t.Helper()
+	if ct := r.header.Get("Content-Type"); ct != "application/problem+json" {
+		t.Errorf("Content-Type = %q, want application/problem+json; body %s", ct, r.body)
+	}
+	var p problem
+	r.decode(t, &p)
+	return p
+}
+
+// wantProblem fails t unless r is a problem with this status and code.
+func (r response) wantProblem(t *testing.T, status int, code string) problem {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status = %d, want %d; body %s", r.status, status, r.body)
+	}
+	p := r.problem(t)
+	if p.Code != code || p.Status != status {
+		t.Fatalf("problem code/status = %s/%d, want %s/%d; body %s", p.Code, p.Status, code, status, r.body)
+	}
+	return p
+}
+
+func (r response) want(t *testing.T, status int) response {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status = %d, want %d; body %s", r.status, status, r.body)
+	}
+	return r
+}
+
+// request builds a request to the API; header pairs follow the body.
+func (h *harness) request(t *testing.T, method, path, body string, header ...string) *http.Request {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, h.url+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+h.key)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		if header[i+1] == "" {
+			req.Header.Del(header[i])
+			continue
+		}
+		req.Header.Add(header[i], header[i+1])
+	}
+	return req
+}
+
+// send runs req and validates the response against openapi.yaml.
+func send(t *testing.T, req *http.Request) response {
+	t.Helper()
+	var body []byte
+	if req.Body != nil {
+		body, _ = io.ReadAll(req.Body)
+		req.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+	}
+	defer res.Body.Close()
+	got, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := response{status: res.StatusCode, header: res.Header, body: got}
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	checkContract(t, req, r)
+	return r
+}
+
+// checkContract validates a response against the operation of openapi.yaml
+// that the request addressed: status documented, headers and body schema.
+func checkContract(t *testing.T, req *http.Request, r response) {
+	t.Helper()
+	route, params, err := contract.FindRoute(req)
+	if err != nil {
+		if r.status == http.StatusNotFound || r.status == http.StatusMethodNotAllowed {
+			return // an undocumented route, answered as such
+		}
+		t.Errorf("%s %s is not in openapi.yaml: %v", req.Method, req.URL.Path, err)
+		return
+	}
+	opts := &openapi3filter.Options{IncludeResponseStatus: true, AuthenticationFunc: openapi3filter.NoopAuthenticationFunc}
+	in := &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route, Options: opts},
+		Status:                 r.status, Header: r.header, Options: opts,
+	}
+	in.SetBodyBytes(r.body)
+	if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {
+		t.Errorf("%s %s → %d does not match openapi.yaml: %v\nbody: %s", req.Method, req.URL.Path, r.status, err, r.body)
+	}
+}
+
+func (h *harness) get(t *testing.T, path string) response {
+	t.Helper()
+	return send(t, h.request(t, http.MethodGet, path, ""))
+}
+
+// post sends a JSON body under an idempotency key.
+func (h *harness) post(t *testing.T, path, key, body string) response {
+	t.Helper()
+	return send(t, h.request(t, http.MethodPost, path, body, "Idempotency-Key", key))
+}
+
+type account struct {
+	ID       string            `json:"id"`
+	Object   string            `json:"object"`
+	Currency string            `json:"currency"`
+	Name     *string           `json:"name"`
+	Metadata map[string]string `json:"metadata"`
+	Balances struct {
+		Available int64 `json:"available"`
+		Held      int64 `json:"held"`
+		Incoming  int64 `json:"incoming"`
+	} `json:"balances"`
+	Version int64 `json:"version"`
+}
+
+type movement struct {
+	ID        string  `json:"id"`
+	Object    string  `json:"object"`
+	AccountID string  `json:"account_id"`
+	Amount    int64   `json:"amount"`
+	Currency  string  `json:"currency"`
+	Reference *string `json:"reference"`
+	JournalID string  `json:"journal_id"`
+}
+
+// mustAccount opens an account in currency and returns it.
+func (h *harness) mustAccount(t *testing.T, currency string) account {
+	t.Helper()
+	var a account
+	h.post(t, "/v1/accounts", newKey(), `{"currency":"`+currency+`"}`).want(t, http.StatusCreated).decode(t, &a)
+	return a
+}
+
+// mustDeposit deposits amount into the account.
+func (h *harness) mustDeposit(t *testing.T, accountID string, amount int64) {
+	t.Helper()
+	h.post(t, "/v1/accounts/"+accountID+"/deposits", newKey(), `{"amount":`+itoa(amount)+`}`).want(t, http.StatusCreated)
+}
+
+func (h *harness) balances(t *testing.T, accountID string) (available, held, incoming int64) {
+	t.Helper()
+	var a account
+	h.get(t, "/v1/accounts/"+accountID).want(t, http.StatusOK).decode(t, &a)
+	return a.Balances.Available, a.Balances.Held, a.Balances.Incoming
+}
+
+// count returns the number of rows of a table in the harness's database.
+func (h *harness) count(t *testing.T, table string) int {
+	t.Helper()
+	var n int
+	if err := h.pool.QueryRow(context.Background(), "SELECT count(*) FROM "+table).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+var keySeq atomic.Int64
+
+// newKey returns an idempotency key no other request in this process uses.
+func newKey() string { return "key-" + itoa(keySeq.Add(1)) + "-" + itoa(int64(os.Getpid())) }
