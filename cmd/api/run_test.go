@@ -1,0 +1,210 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/safeflow/safeflow/internal/testdb"
+)
+
+func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
+
+func env(vars map[string]string) func(string) string {
+	return func(k string) string { return vars[k] }
+}
+
+func TestBadConfigurationNamesTheVariable(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		vars map[string]string
+		name string
+	}{
+		{map[string]string{}, "DATABASE_URL"},
+		{map[string]string{"DATABASE_URL": "postgres://x/y", "IDEMPOTENCY_TTL": "1 day"}, "IDEMPOTENCY_TTL"},
+		{map[string]string{"DATABASE_URL": "postgres://x/y", "LOG_LEVEL": "loud"}, "LOG_LEVEL"},
+		{map[string]string{"DATABASE_URL": "postgres://x/y", "RELAY_ENABLED": "maybe"}, "RELAY_ENABLED"},
+		{map[string]string{"DATABASE_URL": "postgres://x/y", "RELAY_MAX_ATTEMPTS": "0"}, "RELAY_MAX_ATTEMPTS"},
+		{map[string]string{"DATABASE_URL": "postgres://x/y", "DELIVERY_TIMEOUT": "-1s"}, "DELIVERY_TIMEOUT"},
+		{map[string]string{"DATABASE_URL": "postgres://x/y", "WEBHOOK_ALLOW_PRIVATE": "yes please"}, "WEBHOOK_ALLOW_PRIVATE"},
+		{map[string]string{"DATABASE_URL": "postgres://x/y", "RELAY_BACKOFF_BASE": "1m", "RELAY_BACKOFF_MAX": "1s"}, "RELAY_BACKOFF_MAX"},
+		{map[string]string{"DATABASE_URL": "not a url at all ::"}, "DATABASE_URL"},
+	}
+	for _, tc := range tests {
+		var stdout, stderr bytes.Buffer
+		code := run(context.Background(), []string{"serve"}, env(tc.vars), &stdout, &stderr)
+		msg := stderr.String()
+		if code != 2 || !strings.Contains(msg, tc.name) || strings.Count(strings.TrimSpace(msg), "\n") != 0 {
+			t.Errorf("%v: exit %d, stderr %q; want exit 2 and one line naming %s", tc.vars, code, msg, tc.name)
+		}
+	}
+	var stderr bytes.Buffer
+	if code := run(context.Background(), []string{"fly"}, env(map[string]string{"DATABASE_URL": "postgres://x/y"}), io.Discard, &stderr); code != 2 {
+		t.Errorf("unknown command: exit %d, want 2", code)
+	}
+}
+
+func TestBinaryEndToEnd(t *testing.T) {
+	t.Parallel()
+	// A database that does not exist yet: migrate up creates it.
+	name := "safeflow_e2e_" + strings.ReplaceAll(time.Now().Format("150405.000000"), ".", "")
+	dbURL := testdb.URL(name)
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(context.Background(), testdb.URL("postgres"))
+		if err == nil {
+			_, _ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			conn.Close(context.Background())
+		}
+	})
+	addr := freeAddr(t)
+	vars := map[string]string{"DATABASE_URL": dbURL, "HTTP_ADDR": addr, "LOG_LEVEL": "warn"}
+	cmd := func(args ...string) string {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		if code := run(context.Background(), args, env(vars), &stdout, &stderr); code != 0 {
+			t.Fatalf("api %s: exit %d: %s", strings.Join(args, " "), code, stderr.String())
+		}
+		return stdout.String()
+	}
+
+	cmd("migrate", "up")
+	if out := cmd("migrate", "status"); !strings.Contains(out, "applied") || strings.Contains(out, "pending") {
+		t.Fatalf("migrate status after up:\n%s", out)
+	}
+	key := cmd("apikey", "create", "--tenant", "acme")
+	if !regexp.MustCompile(`^sk_[A-Za-z0-9_-]{43}\n$`).MatchString(key) {
+		t.Fatalf("apikey create printed %q, want only the secret", key)
+	}
+	key = strings.TrimSpace(key)
+	conn, err := pgx.Connect(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var hashed, clear int
+	err = conn.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE hash = sha256(convert_to($1, 'UTF8'))),
+		count(*) FILTER (WHERE prefix = $1 OR hash = convert_to($1, 'UTF8')) FROM api_keys`, key).Scan(&hashed, &clear)
+	if err != nil || hashed != 1 || clear != 0 {
+		t.Errorf("api_keys holds %d rows with the secret's SHA-256 and %d with the secret itself (%v); want 1 and 0", hashed, clear, err)
+	}
+
+	ctx, sigterm := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var stderr bytes.Buffer
+	go func() { done <- run(ctx, []string{"serve"}, env(vars), io.Discard, &stderr) }()
+	base := "http://" + addr
+	waitReady(t, base)
+
+	do := func(method, path, body string) (*http.Response, string) {
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", "e2e-"+path+body)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res, string(b)
+	}
+	res, body := do("POST", "/v1/accounts", `{"currency":"USD"}`)
+	if res.StatusCode != http.StatusCreated {
+		t.Fatalf("create account: %d %s", res.StatusCode, body)
+	}
+	acct := res.Header.Get("Location")
+	for _, path := range []string{"/healthz", "/metrics", "/openapi.yaml"} {
+		if res, body := do("GET", path, ""); res.StatusCode != 200 || body == "" {
+			t.Errorf("GET %s: %d", path, res.StatusCode)
+		}
+	}
+
+	// SIGTERM while a request is in flight: the request finishes, then the
+	// process exits 0. The account's row lock holds the deposit in flight.
+	tx, err := conn.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(context.Background(), "SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", strings.TrimPrefix(acct, "/v1/accounts/")); err != nil {
+		t.Fatal(err)
+	}
+	inflight := make(chan int, 1)
+	go func() {
+		res, _ := do("POST", acct+"/deposits", `{"amount":10}`)
+		inflight <- res.StatusCode
+	}()
+	time.Sleep(200 * time.Millisecond)
+	sigterm()
+	time.Sleep(200 * time.Millisecond)
+	if _, err := tx.Exec(context.Background(), "COMMIT"); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-inflight; got != http.StatusCreated {
+		t.Errorf("in-flight deposit during shutdown: %d, want 201", got)
+	}
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("serve exited %d after SIGTERM, want 0: %s", code, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not stop after SIGTERM")
+	}
+
+	// With the schema behind the binary, /readyz is 503.
+	cmd("migrate", "down")
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go func() { done <- run(ctx, []string{"serve"}, env(vars), io.Discard, io.Discard) }()
+	if code := waitStatus(t, base+"/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz with the schema rolled back: %d, want 503", code)
+	}
+	stop()
+	<-done
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// waitStatus polls url until the server answers and returns the status.
+func waitStatus(t *testing.T, url string) int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if res, err := http.Get(url); err == nil {
+			res.Body.Close()
+			return res.StatusCode
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s did not answer", url)
+	return 0
+}
+
+func waitReady(t *testing.T, base string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if waitStatus(t, base+"/readyz") == http.StatusOK {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("/readyz never became 200")
+}

@@ -1,0 +1,98 @@
+package store_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/safeflow/safeflow/internal/domain"
+	"github.com/safeflow/safeflow/internal/store"
+	"github.com/safeflow/safeflow/internal/testdb"
+)
+
+func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
+
+// clock is a settable time source.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Add(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.now = c.now.Add(d) }
+
+func render(v any, err error) (domain.Response, error) {
+	if err != nil {
+		return domain.Response{}, err
+	}
+	body, err := json.Marshal(v)
+	return domain.Response{Status: 201, ContentType: "application/json", Location: "/v1/accounts/" + v.(domain.Account).ID, Body: body}, err
+}
+
+func TestExpiredKeysAreFreedAndPurged(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.New(t)
+	c := &clock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	st := store.New(pool, store.Options{IdempotencyTTL: time.Hour, Now: c.Now})
+	secret, err := st.CreateAPIKey(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tenant, err := st.Authenticate(ctx, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	create := func(key, fp string) domain.Response {
+		t.Helper()
+		resp, err := st.CreateAccount(ctx, domain.Request{TenantID: tenant, Key: key, Fingerprint: []byte(fp), Render: render},
+			domain.NewAccount{Currency: "USD"})
+		if err != nil {
+			t.Fatalf("create account under %s: %v", key, err)
+		}
+		return resp
+	}
+	var keysLeft = func() int {
+		var n int
+		if err := pool.QueryRow(ctx, "SELECT count(*) FROM idempotency_keys").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	first := create("k", "fp")
+	c.Add(59 * time.Minute)
+	if r := create("k", "fp"); !r.Replayed || string(r.Body) != string(first.Body) {
+		t.Fatalf("within the TTL: %+v, want the replay of %s", r, first.Body)
+	}
+
+	// Past the TTL the key is free again, even before the janitor ran.
+	c.Add(2 * time.Minute)
+	if r := create("k", "another request"); r.Replayed {
+		t.Fatalf("past the TTL the key was still replayed: %s", r.Body)
+	}
+
+	// The janitor deletes expired records in batches and leaves live ones.
+	for i := range 5 {
+		create("old-"+string(rune('a'+i)), "fp")
+	}
+	c.Add(2 * time.Hour)
+	create("fresh", "fp")
+	n, err := st.PurgeExpiredKeys(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 6 { // the five old keys and the re-claimed "k"
+		t.Errorf("purged %d, want 6", n)
+	}
+	if left := keysLeft(); left != 1 {
+		t.Errorf("%d keys left, want 1 (fresh)", left)
+	}
+	if r := create("fresh", "fp"); !r.Replayed {
+		t.Error("a live key was purged")
+	}
+	testdb.CheckInvariants(t, pool, true)
+}
