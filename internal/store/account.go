@@ -63,7 +63,7 @@ ON CONFLICT (tenant_id, currency) WHERE kind = 'system' DO NOTHING`
 
 // CreateAccount opens a customer account and stages account.created.
 func (s *Store) CreateAccount(ctx context.Context, req domain.Request, in domain.NewAccount) (domain.Response, error) {
-	return s.safeFlow(ctx, req, func(ctx context.Context, tx pgx.Tx) (any, error) {
+	return s.safeFlow(ctx, req, func(ctx context.Context, tx pgx.Tx) (any, *pgx.Batch, error) {
 		now := s.now()
 		a := in.Open(req.TenantID, now)
 		b := &pgx.Batch{}
@@ -75,9 +75,9 @@ func (s *Store) CreateAccount(ctx context.Context, req domain.Request, in domain
 			ID: domain.NewID(domain.PrefixEvent, now), TenantID: req.TenantID, Type: "account.created",
 			AggregateType: "account", AggregateID: a.ID, Sequence: a.Version, Data: a, CreatedAt: now,
 		}); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return a, tx.SendBatch(ctx, b).Close()
+		return a, b, nil
 	})
 }
 

@@ -78,10 +78,9 @@ func (s *Store) claim(ctx context.Context, tx pgx.Tx, req domain.Request) (domai
 	return domain.Response{}, false, fmt.Errorf("store: idempotency key claim did not settle")
 }
 
-// complete stores the rendered response on the claimed record.
-func (s *Store) complete(ctx context.Context, tx pgx.Tx, req domain.Request, r domain.Response) error {
-	_, err := tx.Exec(ctx, completeKey, req.TenantID, req.Key, r.Status, r.ContentType, nullable(r.Location), nullable(r.ETag), r.Body)
-	return err
+// queueComplete queues the storing of the rendered response on the claimed record.
+func (s *Store) queueComplete(b *pgx.Batch, req domain.Request, r domain.Response) {
+	b.Queue(completeKey, req.TenantID, req.Key, r.Status, r.ContentType, nullable(r.Location), nullable(r.ETag), r.Body).Exec(expectOne)
 }
 
 const purgeExpiredKeys = `

@@ -44,22 +44,22 @@ UPDATE accounts SET available = $3, held = $4, incoming = $5, version = $6
 WHERE tenant_id = $1 AND id = $2 AND version = $6 - 1`
 
 // Move applies a deposit or a withdrawal: it locks the account, decides the
-// posting, and writes the movement, its two ledger lines, the new books and
-// the event in one round trip.
+// posting, and queues the movement, its two ledger lines, the new books and
+// the event, which the safe flow writes in one round trip.
 func (s *Store) Move(ctx context.Context, req domain.Request, in domain.NewMovement) (domain.Response, error) {
-	return s.safeFlow(ctx, req, func(ctx context.Context, tx pgx.Tx) (any, error) {
+	return s.safeFlow(ctx, req, func(ctx context.Context, tx pgx.Tx) (any, *pgx.Batch, error) {
 		acct, err := lockAccount(ctx, tx, req.TenantID, in.AccountID)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		sys, err := s.systemAccountID(ctx, tx, req.TenantID, acct.Currency)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		now := s.now()
 		p, err := acct.Move(in, sys, now)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		m, a := p.Movement, p.Account
 		b := &pgx.Batch{}
@@ -70,9 +70,9 @@ func (s *Store) Move(ctx context.Context, req domain.Request, in domain.NewMovem
 			ID: domain.NewID(domain.PrefixEvent, now), TenantID: req.TenantID, Type: in.Kind + ".created",
 			AggregateType: in.Kind, AggregateID: m.ID, Sequence: 1, Data: m, CreatedAt: now,
 		}); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return m, tx.SendBatch(ctx, b).Close()
+		return m, b, nil
 	})
 }
 

@@ -38,6 +38,7 @@ type Store struct {
 	opt  Options
 
 	systemIDs sync.Map // tenant/currency → id of the system account (immutable once committed)
+	authCache sync.Map // SHA-256 of an API key → authEntry
 }
 
 // New returns a Store on pool.
@@ -66,9 +67,10 @@ func New(pool *pgxpool.Pool, opt Options) *Store {
 // now returns the current time as PostgreSQL stores it: UTC, microseconds.
 func (s *Store) now() time.Time { return s.opt.Now().UTC().Truncate(time.Microsecond) }
 
-// step is the business part of a safe flow: it runs inside the transaction
-// (within a savepoint) and returns the resource to render, or a *domain.Error.
-type step func(ctx context.Context, tx pgx.Tx) (any, error)
+// step is the business part of a safe flow. It reads and locks what it
+// needs in tx and decides; it does not write. It returns the resource to
+// render and the writes that apply it, queued on a batch, or a *domain.Error.
+type step func(ctx context.Context, tx pgx.Tx) (result any, writes *pgx.Batch, err error)
 
 // safeFlow runs one idempotent request: it retries the whole transaction on
 // serialization failures, deadlocks and lock timeouts on business rows, with
@@ -90,6 +92,11 @@ func (s *Store) safeFlow(ctx context.Context, req domain.Request, fn step) (doma
 	}
 }
 
+// savepoint is taken right before the business writes, in the same round
+// trip, so that a refusal raised by a write (a CHECK, the last line of
+// defence) rolls back the writes and keeps the idempotency claim.
+const savepoint = "safeflow_writes"
+
 func (s *Store) safeFlowOnce(ctx context.Context, req domain.Request, fn step) (resp domain.Response, err error) {
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
@@ -105,36 +112,46 @@ func (s *Store) safeFlowOnce(ctx context.Context, req domain.Request, fn step) (
 		return stored, nil
 	}
 
-	// Everything the business step writes happens after this savepoint, so a
-	// deterministic refusal rolls back to it and only the refusal is stored.
-	sp, err := tx.Begin(ctx)
-	if err != nil {
-		return resp, err
-	}
-	result, stepErr := fn(ctx, sp)
-	if stepErr != nil {
-		stepErr = translate(stepErr)
-		var de *domain.Error
-		if !errors.As(stepErr, &de) || !de.Stored() {
-			return resp, stepErr
-		}
-		if err := sp.Rollback(ctx); err != nil {
+	result, writes, stepErr := fn(ctx, tx)
+	if stepErr == nil {
+		// One round trip: savepoint, the writes, release, the stored response.
+		if resp, err = req.Render(result, nil); err != nil {
 			return resp, err
 		}
-	} else if err := sp.Commit(ctx); err != nil {
-		return resp, translate(err)
+		b := &pgx.Batch{}
+		b.Queue("SAVEPOINT " + savepoint)
+		b.QueuedQueries = append(b.QueuedQueries, writes.QueuedQueries...)
+		b.Queue("RELEASE SAVEPOINT " + savepoint)
+		s.queueComplete(b, req, resp)
+		if stepErr = translate(tx.SendBatch(ctx, b).Close()); stepErr == nil {
+			return resp, translate(tx.Commit(ctx))
+		}
+		if !storedRefusal(stepErr) {
+			return resp, stepErr
+		}
+		if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT "+savepoint); err != nil {
+			return resp, err
+		}
 	}
+	if !storedRefusal(stepErr) {
+		return resp, translate(stepErr)
+	}
+	// A deterministic refusal: nothing was written; store it as the answer.
+	if resp, err = req.Render(nil, stepErr); err != nil {
+		return resp, err
+	}
+	b := &pgx.Batch{}
+	s.queueComplete(b, req, resp)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return resp, err
+	}
+	return resp, translate(tx.Commit(ctx))
+}
 
-	if resp, err = req.Render(result, stepErr); err != nil {
-		return resp, err
-	}
-	if err := s.complete(ctx, tx, req, resp); err != nil {
-		return resp, err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return resp, translate(err)
-	}
-	return resp, nil
+// storedRefusal reports whether err is a domain answer to store and replay.
+func storedRefusal(err error) bool {
+	var de *domain.Error
+	return errors.As(translate(err), &de) && de.Stored()
 }
 
 // backoff returns a full-jitter delay for the given attempt (1-based):
@@ -179,6 +196,9 @@ func retryReason(err error) string {
 // translate maps database errors that carry a domain meaning to *domain.Error.
 func translate(err error) error {
 	var pg *pgconn.PgError
+	if err == nil {
+		return nil
+	}
 	if !errors.As(err, &pg) {
 		return err
 	}

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -37,15 +38,29 @@ func (s *Store) CreateAPIKey(ctx context.Context, tenantName string) (string, er
 
 const selectKeyTenant = `SELECT tenant_id FROM api_keys WHERE hash = $1 AND revoked_at IS NULL`
 
+// authTTL bounds how long a valid key is remembered without asking the
+// database; unknown keys are never remembered.
+const authTTL = 30 * time.Second
+
+type authEntry struct {
+	tenantID string
+	expires  time.Time
+}
+
 // Authenticate returns the tenant of a secret API key, or a 401 error.
 func (s *Store) Authenticate(ctx context.Context, secret string) (string, error) {
+	hash := domain.HashAPIKey(secret)
+	if e, ok := s.authCache.Load(string(hash)); ok && time.Now().Before(e.(authEntry).expires) {
+		return e.(authEntry).tenantID, nil
+	}
 	var tenantID string
-	err := s.pool.QueryRow(ctx, selectKeyTenant, domain.HashAPIKey(secret)).Scan(&tenantID)
+	err := s.pool.QueryRow(ctx, selectKeyTenant, hash).Scan(&tenantID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", &domain.Error{Kind: domain.KindUnauthorized, Code: domain.CodeUnauthorized, Detail: "the API key is not valid"}
 	}
 	if err != nil {
 		return "", s.public(err)
 	}
+	s.authCache.Store(string(hash), authEntry{tenantID, time.Now().Add(authTTL)})
 	return tenantID, nil
 }

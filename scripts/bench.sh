@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# make bench: the safe flow over HTTP (cmd/loadgen) and, as the baseline on
+# the same PostgreSQL server in the same run, pgbench's built-in tpcb-like
+# script at the same client count. Figures are noisy on small machines:
+# compare ratios within one run, not absolute numbers across runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+C=${BENCH_CLIENTS:-16}
+D=${BENCH_DURATION:-10s}
+PORT=${BENCH_PORT:-18090}
+ADMIN=${BENCH_ADMIN_URL:-postgres://root@127.0.0.1:5432/postgres?sslmode=disable}
+DB_URL=${ADMIN/\/postgres\?/\/safeflow_bench?}
+PG_URL=${ADMIN/\/postgres\?/\/safeflow_pgbench?}
+
+[[ "$ADMIN" == *"@127.0.0.1:5432/"* ]] && scripts/ensure-postgres.sh
+psql "$ADMIN" -qc 'DROP DATABASE IF EXISTS safeflow_bench WITH (FORCE)' -c 'DROP DATABASE IF EXISTS safeflow_pgbench WITH (FORCE)' -c 'CREATE DATABASE safeflow_pgbench'
+go build -o bin/loadgen ./cmd/loadgen
+
+DATABASE_URL=$DB_URL ./bin/api migrate up >/dev/null
+KEY=$(DATABASE_URL=$DB_URL ./bin/api apikey create --tenant bench)
+DATABASE_URL=$DB_URL HTTP_ADDR=127.0.0.1:$PORT LOG_LEVEL=error ./bin/api serve &
+API=$!
+trap 'kill $API 2>/dev/null; wait $API 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem/{print $2}') GiB;" \
+  "$(psql "$ADMIN" -Atc 'show server_version') on the same host; $C clients, $D per scenario"
+echo
+out=$(mktemp)
+for s in deposits-spread deposits-hot withdrawals replays; do
+  ./bin/loadgen -url "http://127.0.0.1:$PORT" -key "$KEY" -db "$DB_URL" -scenario $s -c "$C" -d "$D" | tee -a "$out"
+done
+
+pgbench -i -q -s 10 "$PG_URL" >/dev/null 2>&1
+secs=${D%s}
+tps=$(pgbench -n -c "$C" -j 2 -T "${secs%.*}" "$PG_URL" 2>/dev/null | awk '/^tps/ {print int($3)}')
+echo "pgbench tpcb-like c=$C tps=$tps (baseline: 5 statements per transaction, no HTTP)"
+echo
+awk -v tps="$tps" '{ for (i=1;i<=NF;i++) if ($i ~ /^req\/s=/) { split($i,a,"="); printf "%-16s %6.2f x pgbench tps\n", $1, a[2]/tps } }' "$out"
+rm -f "$out"
