@@ -200,6 +200,9 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 	purged := prometheus.NewCounter(prometheus.CounterOpts{Name: "safeflow_idempotency_keys_purged_total",
 		Help: "Expired idempotency records deleted by the janitor."})
 	reg.MustRegister(retries, purged)
+	for _, r := range []string{"serialization_failure", "deadlock", "lock_timeout"} {
+		retries.WithLabelValues(r) // exported at 0 from the start
+	}
 
 	st := store.New(pool, store.Options{IdempotencyTTL: cfg.IdempotencyTTL, OnRetry: func(r string) { retries.WithLabelValues(r).Inc() }})
 	handler := apihttp.NewHandler(apihttp.Config{

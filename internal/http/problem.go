@@ -1,6 +1,7 @@
 package http
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strconv"
@@ -54,6 +55,11 @@ func problemFor(r *http.Request, err error) (p problem, retryAfter int, ok bool)
 	case errors.As(err, &de):
 		p = problem{Status: kindStatus[de.Kind], Code: de.Code, Detail: de.Detail, Errors: de.Fields}
 		retryAfter = de.RetryAfter
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		// The client went away or the server is shutting down: nothing was applied.
+		p = problem{Status: http.StatusServiceUnavailable, Code: domain.CodeServiceUnavailable,
+			Detail: "the request was cancelled before it completed; nothing was applied, retry with the same Idempotency-Key"}
+		retryAfter = 1
 	default:
 		p = problem{Status: http.StatusInternalServerError, Code: "internal_error",
 			Detail: "an unexpected error occurred; it has been logged"}

@@ -214,21 +214,22 @@ func translate(err error) error {
 	return err
 }
 
-// public turns a lost or refused database connection into a 503 the client
-// may retry; other errors pass through unchanged.
+// public turns a lost or refused database connection, or a statement
+// timeout, into a 503 the client may retry (nothing was applied); other
+// errors pass through unchanged.
 func (s *Store) public(err error) error {
 	if err == nil || !unavailable(err) {
 		return err
 	}
-	return domain.Unavailable("the database is unreachable; retry shortly")
+	return domain.Unavailable("the database is unreachable or too slow right now; nothing was applied, retry shortly")
 }
 
 func unavailable(err error) bool {
 	var pg *pgconn.PgError
 	if errors.As(err, &pg) {
 		switch pg.Code[:2] {
-		case "08", "53", "57": // connection exception, insufficient resources, operator intervention
-			return pg.Code != "57014" // 57014 is a statement timeout or cancel: not the connection
+		case "08", "53", "57": // connection exception, insufficient resources, operator intervention (57014: statement timeout)
+			return true
 		}
 		return false
 	}
