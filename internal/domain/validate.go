@@ -54,8 +54,13 @@ func CheckAmount(a int64) string {
 
 // CheckText reports a problem with an optional free-text field, or "".
 func CheckText(s *string, max int) string {
-	if s != nil && utf8.RuneCountInString(*s) > max {
+	switch {
+	case s == nil:
+		return ""
+	case utf8.RuneCountInString(*s) > max:
 		return fmt.Sprintf("must be at most %d characters", max)
+	case strings.ContainsRune(*s, 0):
+		return "must not contain the NUL character"
 	}
 	return ""
 }
@@ -70,8 +75,12 @@ func CheckMetadata(field string, md map[string]string) []FieldError {
 		switch {
 		case k == "" || utf8.RuneCountInString(k) > MaxMetadataKeyLen:
 			errs = append(errs, FieldError{field + "." + k, fmt.Sprintf("keys must be 1 to %d characters", MaxMetadataKeyLen)})
-		case utf8.RuneCountInString(v) > MaxMetadataValLen:
-			errs = append(errs, FieldError{field + "." + k, fmt.Sprintf("must be at most %d characters", MaxMetadataValLen)})
+		case strings.ContainsRune(k, 0):
+			errs = append(errs, FieldError{field, "keys must not contain the NUL character"})
+		default:
+			if msg := CheckText(&v, MaxMetadataValLen); msg != "" {
+				errs = append(errs, FieldError{field + "." + k, msg})
+			}
 		}
 	}
 	return errs

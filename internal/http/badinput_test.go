@@ -52,6 +52,10 @@ func TestBadInput(t *testing.T) {
 		{"amount over the maximum", deposits, `{"amount":1000000000000001}`, nil, 400, "invalid_request", "amount"},
 		{"missing amount", deposits, `{"reference":"x"}`, nil, 400, "invalid_request", "amount"},
 		{"null amount", deposits, `{"amount":null}`, nil, 400, "invalid_request", "amount"},
+		{"NUL in name", "/v1/accounts", `{"currency":"USD","name":"a\u0000b"}`, nil, 400, "invalid_request", "name"},
+		{"NUL in metadata", "/v1/accounts", `{"currency":"USD","metadata":{"k":"\u0000"}}`, nil, 400, "invalid_request", "metadata.k"},
+		{"NUL in metadata key", "/v1/accounts", `{"currency":"USD","metadata":{"\u0000":"v"}}`, nil, 400, "invalid_request", "metadata"},
+		{"NUL in reference", deposits, `{"amount":1,"reference":"\u0000"}`, nil, 400, "invalid_request", "reference"},
 		{"unknown route", "/v1/nothing", `{}`, nil, 404, "not_found", ""},
 	}
 	for i, tc := range tests {
@@ -76,6 +80,13 @@ func TestBadInput(t *testing.T) {
 	if rowsAfter != rowsBefore {
 		t.Errorf("bad requests wrote %d rows", rowsAfter-rowsBefore)
 	}
+
+	// Ids that cannot exist, down to bytes PostgreSQL would refuse: 404, never 500.
+	for _, path := range []string{"/v1/accounts/%00", "/v1/accounts/%ff%fe", "/v1/accounts/acct_" + strings.Repeat("x", 5000),
+		"/v1/accounts/%00/entries", "/v1/deposits/%ff", "/v1/withdrawals/" + a.ID} {
+		h.get(t, path).wantProblem(t, http.StatusNotFound, "not_found")
+	}
+	h.post(t, "/v1/accounts/%ff/deposits", "bad-id", `{"amount":1}`).wantProblem(t, http.StatusNotFound, "not_found")
 
 	// A method the route does not have.
 	send(t, h.request(t, http.MethodDelete, "/v1/accounts/"+a.ID, "")).wantProblem(t, http.StatusMethodNotAllowed, "method_not_allowed")

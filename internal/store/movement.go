@@ -102,6 +102,10 @@ FROM movements WHERE tenant_id = $1 AND kind = $2 AND id = $3`
 
 // GetMovement returns the tenant's deposit or withdrawal id.
 func (s *Store) GetMovement(ctx context.Context, tenantID, kind, id string) (domain.Movement, error) {
+	prefix := map[string]string{domain.KindDeposit: domain.PrefixDeposit, domain.KindWithdrawal: domain.PrefixWithdrawal}[kind]
+	if !domain.ValidID(prefix, id) {
+		return domain.Movement{}, domain.NotFound(kind, id)
+	}
 	rows, _ := s.pool.Query(ctx, selectMovement, tenantID, kind, id)
 	r, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[movementRow])
 	if errors.Is(err, pgx.ErrNoRows) {
