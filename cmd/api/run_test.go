@@ -142,9 +142,9 @@ func TestBinaryEndToEnd(t *testing.T) {
 		res, _ := do("POST", acct+"/deposits", `{"amount":10}`)
 		inflight <- res.StatusCode
 	}()
-	time.Sleep(200 * time.Millisecond)
+	waitLockWaiter(t, conn)
 	sigterm()
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(200 * time.Millisecond) // the server is shutting down while the deposit waits
 	if _, err := tx.Exec(context.Background(), "COMMIT"); err != nil {
 		t.Fatal(err)
 	}
@@ -170,6 +170,22 @@ func TestBinaryEndToEnd(t *testing.T) {
 	}
 	stop()
 	<-done
+}
+
+// waitLockWaiter waits until a session of conn's database waits on a lock.
+func waitLockWaiter(t *testing.T, conn *pgx.Conn) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		var n int
+		err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n)
+		if err == nil && n > 0 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("the in-flight request never reached the database")
 }
 
 func freeAddr(t *testing.T) string {

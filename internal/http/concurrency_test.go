@@ -143,16 +143,14 @@ func TestSystemAccountIsNotALockHotSpot(t *testing.T) {
 	if _, err := tx.Exec(ctx, `SELECT id FROM accounts WHERE kind = 'system' FOR UPDATE`); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
+	// Touching that row would wait for lock_timeout and be retried, and end
+	// in a 503 after the last try.
 	parallel(len(accts), func(i int) {
 		h.post(t, "/v1/accounts/"+accts[i].ID+"/deposits", newKey(), `{"amount":100}`).want(t, http.StatusCreated)
 		h.post(t, "/v1/accounts/"+accts[i].ID+"/withdrawals", newKey(), `{"amount":40}`).want(t, http.StatusCreated)
 	})
-	if d := time.Since(start); d > 900*time.Millisecond {
-		t.Errorf("movements took %v while the system account was locked: they wait on it", d)
-	}
 	if n := h.retries.Load(); n != 0 {
-		t.Errorf("%d retried transactions, want none", n)
+		t.Errorf("%d transactions hit lock_timeout and were retried, want none", n)
 	}
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
