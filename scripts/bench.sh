@@ -26,16 +26,19 @@ for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null &&
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem/{print $2}') GiB;" \
   "$(psql "$ADMIN" -Atc 'show server_version') on the same host; $C clients, $D per scenario"
+secs=${D%s}
+pgbench -i -q -s 10 "$PG_URL" >/dev/null 2>&1
+pgb() { pgbench -n -c "$C" -j 2 -T "${secs%.*}" "$PG_URL" 2>/dev/null | awk '/^tps/ {print int($3)}'; }
+tps1=$(pgb)
 echo
 out=$(mktemp)
 for s in deposits-spread deposits-hot withdrawals replays; do
   ./bin/loadgen -url "http://127.0.0.1:$PORT" -key "$KEY" -db "$DB_URL" -scenario $s -c "$C" -d "$D" | tee -a "$out"
 done
 
-pgbench -i -q -s 10 "$PG_URL" >/dev/null 2>&1
-secs=${D%s}
-tps=$(pgbench -n -c "$C" -j 2 -T "${secs%.*}" "$PG_URL" 2>/dev/null | awk '/^tps/ {print int($3)}')
-echo "pgbench tpcb-like c=$C tps=$tps (baseline: 5 statements per transaction, no HTTP)"
+tps2=$(pgb)
+tps=$(( (tps1 + tps2) / 2 ))
+echo "pgbench tpcb-like c=$C tps=$tps (mean of $tps1 before and $tps2 after the scenarios; 5 statements a transaction, no HTTP)"
 echo
 awk -v tps="$tps" '{ for (i=1;i<=NF;i++) if ($i ~ /^req\/s=/) { split($i,a,"="); printf "%-16s %6.2f x pgbench tps\n", $1, a[2]/tps } }' "$out"
 rm -f "$out"

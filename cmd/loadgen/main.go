@@ -1,6 +1,6 @@
 // Command loadgen drives safeflow's safe flow over HTTP at a fixed
 // concurrency for a fixed time and prints throughput, latency percentiles and
-// how many database sessions were waiting on a lock (sampled from
+// how many database sessions were waiting for a row lock (sampled from
 // pg_stat_activity). It is used by `make bench`.
 //
 //	loadgen -url http://127.0.0.1:18090 -key sk_… -db postgres://… -scenario deposits-spread -c 16 -d 10s
@@ -168,14 +168,15 @@ func run(base, key, dbURL, scenario string, conc int, dur time.Duration) error {
 		return latencies[min(len(latencies)-1, int(float64(len(latencies))*p))]
 	}
 	waits := <-lockWaits
-	fmt.Printf("%-16s c=%-3d requests=%-7d req/s=%-8.0f p50=%-8s p99=%-8s failures=%v lock-waiting-sessions(avg)=%s\n",
+	fmt.Printf("%-16s c=%-3d requests=%-7d req/s=%-8.0f p50=%-8s p99=%-8s failures=%v row-lock-waiters(avg)=%s\n",
 		scenario, conc, len(latencies), float64(len(latencies))/elapsed.Seconds(),
 		pct(0.50).Round(10*time.Microsecond), pct(0.99).Round(10*time.Microsecond), failures, waits)
 	return nil
 }
 
 // sampleLockWaits counts, every 20 ms until ctx ends, the sessions of the
-// database that wait on a lock, and sends their average.
+// database that wait for a row lock (another transaction's row or tuple
+// lock), and sends their average.
 func sampleLockWaits(ctx context.Context, dbURL string) <-chan string {
 	out := make(chan string, 1)
 	if dbURL == "" {
@@ -200,7 +201,8 @@ func sampleLockWaits(ctx context.Context, dbURL string) <-chan string {
 			case <-t.C:
 				var w int
 				if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
-					WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&w); err == nil {
+					WHERE datname = current_database() AND wait_event_type = 'Lock'
+					AND wait_event IN ('transactionid', 'tuple')`).Scan(&w); err == nil {
 					sum += w
 					n++
 				}
