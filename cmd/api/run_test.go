@@ -122,10 +122,17 @@ func TestBinaryEndToEnd(t *testing.T) {
 		t.Fatalf("create account: %d %s", res.StatusCode, body)
 	}
 	acct := res.Header.Get("Location")
-	for _, path := range []string{"/healthz", "/metrics", "/openapi.yaml"} {
-		if res, body := do("GET", path, ""); res.StatusCode != 200 || body == "" {
-			t.Errorf("GET %s: %d", path, res.StatusCode)
+	for path, want := range map[string]string{
+		"/healthz":      `"ok"`,
+		"/metrics":      `safeflow_tx_retries_total{reason="lock_timeout"} 0`,
+		"/openapi.yaml": "openapi: 3.0.3",
+	} {
+		if res, body := do("GET", path, ""); res.StatusCode != 200 || !strings.Contains(body, want) {
+			t.Errorf("GET %s: %d, body without %q", path, res.StatusCode, want)
 		}
+	}
+	if _, body := do("GET", "/metrics", ""); !strings.Contains(body, `safeflow_http_requests_total{code="201",method="POST",route="/v1/accounts"} 1`) {
+		t.Errorf("/metrics does not count the account creation by route pattern")
 	}
 
 	// SIGTERM while a request is in flight: the request finishes, then the
