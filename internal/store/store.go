@@ -113,6 +113,7 @@ func (s *Store) safeFlowOnce(ctx context.Context, req domain.Request, fn step) (
 	}
 
 	result, writes, stepErr := fn(ctx, tx)
+	stepErr = translate(stepErr)
 	if stepErr == nil {
 		// One round trip: savepoint, the writes, release, the stored response.
 		if resp, err = req.Render(result, nil); err != nil {
@@ -134,7 +135,7 @@ func (s *Store) safeFlowOnce(ctx context.Context, req domain.Request, fn step) (
 		}
 	}
 	if !storedRefusal(stepErr) {
-		return resp, translate(stepErr)
+		return resp, stepErr
 	}
 	// A deterministic refusal: nothing was written; store it as the answer.
 	if resp, err = req.Render(nil, stepErr); err != nil {
@@ -148,10 +149,11 @@ func (s *Store) safeFlowOnce(ctx context.Context, req domain.Request, fn step) (
 	return resp, translate(tx.Commit(ctx))
 }
 
-// storedRefusal reports whether err is a domain answer to store and replay.
+// storedRefusal reports whether a translated err is a domain answer to store
+// and replay.
 func storedRefusal(err error) bool {
 	var de *domain.Error
-	return errors.As(translate(err), &de) && de.Stored()
+	return errors.As(err, &de) && de.Stored()
 }
 
 // backoff returns a full-jitter delay for the given attempt (1-based):
