@@ -5,6 +5,7 @@
 package outbox
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -46,17 +47,37 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
 // transaction (tx.SendBatch), so the event commits or rolls back with the
 // change it describes.
 func Stage(b *pgx.Batch, m Message) error {
-	data, err := json.Marshal(m.Data)
+	payload, err := Encode(m)
 	if err != nil {
-		return fmt.Errorf("outbox: encode %s data: %w", m.Type, err)
+		return err
 	}
-	payload, err := json.Marshal(Envelope{
+	b.Queue(insertEvent, m.ID, m.TenantID, m.Type, m.AggregateType, m.AggregateID, m.Sequence, payload, m.CreatedAt)
+	return nil
+}
+
+// Encode returns the envelope bytes of m: one line of JSON, without HTML
+// escaping, so data reads as the API renders the resource.
+func Encode(m Message) ([]byte, error) {
+	data, err := encode(m.Data)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: encode %s data: %w", m.Type, err)
+	}
+	payload, err := encode(Envelope{
 		ID: m.ID, Type: m.Type, CreatedAt: m.CreatedAt, AggregateType: m.AggregateType,
 		AggregateID: m.AggregateID, Sequence: m.Sequence, Data: data,
 	})
 	if err != nil {
-		return fmt.Errorf("outbox: encode %s envelope: %w", m.Type, err)
+		return nil, fmt.Errorf("outbox: encode %s envelope: %w", m.Type, err)
 	}
-	b.Queue(insertEvent, m.ID, m.TenantID, m.Type, m.AggregateType, m.AggregateID, m.Sequence, payload, m.CreatedAt)
-	return nil
+	return payload, nil
+}
+
+func encode(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
