@@ -61,6 +61,14 @@ const (
 	KindWithdrawal = "withdrawal"
 )
 
+// MovementPrefix returns the id prefix of a movement kind.
+func MovementPrefix(kind string) string {
+	if kind == KindWithdrawal {
+		return PrefixWithdrawal
+	}
+	return PrefixDeposit
+}
+
 // Movement is a deposit or a withdrawal; its JSON form is the API's shape.
 type Movement struct {
 	ID        string    `json:"id"`
@@ -120,7 +128,7 @@ func (a Account) Move(n NewMovement, systemID string, now time.Time) (Posting, e
 	}
 	journal := NewID(PrefixJournal, now)
 	mv := Movement{
-		ID:     NewID(map[string]string{KindDeposit: PrefixDeposit, KindWithdrawal: PrefixWithdrawal}[n.Kind], now),
+		ID:     NewID(MovementPrefix(n.Kind), now),
 		Object: n.Kind, AccountID: a.ID, Amount: n.Amount, Currency: a.Currency,
 		Reference: n.Reference, JournalID: journal, CreatedAt: now,
 	}

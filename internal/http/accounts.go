@@ -76,8 +76,8 @@ func page(r *http.Request, idPrefix string) (domain.Page, error) {
 	p := domain.Page{Limit: 20}
 	var fe []domain.FieldError
 	q := r.URL.Query()
-	if v := q.Get("limit"); v != "" || q.Has("limit") {
-		n, err := strconv.Atoi(v)
+	if q.Has("limit") {
+		n, err := strconv.Atoi(q.Get("limit"))
 		if err != nil || n < 1 || n > 100 {
 			fe = append(fe, domain.FieldError{Field: "limit", Message: "must be an integer from 1 to 100"})
 		}

@@ -28,6 +28,9 @@ func TestAccountLifecycle(t *testing.T) {
 	if got := h.get(t, res.header.Get("Location")).want(t, http.StatusOK).header.Get("ETag"); got != `"1"` {
 		t.Errorf("ETag = %s, want \"1\"", got)
 	}
+	if body := string(h.get(t, "/v1/accounts/"+a.ID+"/entries").want(t, http.StatusOK).body); body != `{"data":[],"next_cursor":null}`+"\n" {
+		t.Errorf("entries of a new account = %s, want an empty page", body)
+	}
 
 	dep := h.post(t, "/v1/accounts/"+a.ID+"/deposits", "dep-1", `{"amount":1500,"reference":"inv-7"}`).want(t, http.StatusCreated)
 	var d movement

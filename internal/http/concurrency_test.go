@@ -9,13 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/safeflow/safeflow"
 	apihttp "github.com/safeflow/safeflow/internal/http"
 	"github.com/safeflow/safeflow/internal/store"
-	"github.com/safeflow/safeflow/internal/testdb"
 )
 
 // parallel runs fn(i) for i in [0, n) at once and waits for all.
@@ -194,7 +194,7 @@ func TestDatabaseUnreachable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool, err := pgxpoolNew(pc)
+	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,5 +213,4 @@ func TestDatabaseUnreachable(t *testing.T) {
 	}
 	h.get(t, "/readyz").want(t, http.StatusServiceUnavailable)
 	h.get(t, "/healthz").want(t, http.StatusOK)
-	_ = testdb.URL // the harness-free test still runs under testdb.Main
 }

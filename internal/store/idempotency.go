@@ -33,6 +33,10 @@ WHERE tenant_id = $1 AND key = $2`
 // lock_timeout); once that transaction commits, the stored response is
 // returned for replay, or idempotency_key_reused if the fingerprint differs.
 // If it rolled back, the INSERT succeeds and this request runs.
+//
+// The INSERT and the SELECT must be two statements: under READ COMMITTED
+// each statement takes its own snapshot, and only a statement that starts
+// after the wait sees the row the other transaction committed.
 func (s *Store) claim(ctx context.Context, tx pgx.Tx, req domain.Request) (domain.Response, bool, error) {
 	now := s.now()
 	for range 3 {

@@ -102,8 +102,7 @@ FROM movements WHERE tenant_id = $1 AND kind = $2 AND id = $3`
 
 // GetMovement returns the tenant's deposit or withdrawal id.
 func (s *Store) GetMovement(ctx context.Context, tenantID, kind, id string) (domain.Movement, error) {
-	prefix := map[string]string{domain.KindDeposit: domain.PrefixDeposit, domain.KindWithdrawal: domain.PrefixWithdrawal}[kind]
-	if !domain.ValidID(prefix, id) {
+	if !domain.ValidID(domain.MovementPrefix(kind), id) {
 		return domain.Movement{}, domain.NotFound(kind, id)
 	}
 	rows, _ := s.pool.Query(ctx, selectMovement, tenantID, kind, id)
@@ -134,15 +133,21 @@ WHERE tenant_id = $1 AND account_id = $2 AND ($3 = '' OR id < $3)
 ORDER BY id DESC LIMIT $4`
 
 // ListEntries returns a page of the ledger lines of the tenant's account,
-// newest first.
+// newest first. Lines are scoped by tenant, so a page with lines proves the
+// account is the tenant's; only an empty page needs to ask whether it exists.
 func (s *Store) ListEntries(ctx context.Context, tenantID, accountID string, p domain.Page) ([]domain.LedgerEntry, string, error) {
-	if _, err := s.GetAccount(ctx, tenantID, accountID); err != nil {
-		return nil, "", err
+	if !domain.ValidID(domain.PrefixAccount, accountID) {
+		return nil, "", domain.NotFound("account", accountID)
 	}
 	rows, _ := s.pool.Query(ctx, listEntries, tenantID, accountID, p.After, p.Limit+1)
 	rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[entryRow])
 	if err != nil {
 		return nil, "", s.public(err)
+	}
+	if len(rs) == 0 {
+		if _, err := s.GetAccount(ctx, tenantID, accountID); err != nil {
+			return nil, "", err
+		}
 	}
 	out := make([]domain.LedgerEntry, 0, len(rs))
 	for _, r := range rs {
