@@ -13,6 +13,7 @@ const (
 	KindConflict                      // 409
 	KindUnprocessable                 // 422: a well-formed request the domain refuses
 	KindUnavailable                   // 503: transient; the same request may be retried
+	KindPrecondition                  // 412: If-Match names another version; not stored
 )
 
 // Problem codes that are part of the contract (product.md).
@@ -27,6 +28,10 @@ const (
 	CodeAmountOutOfRange      = "amount_out_of_range"
 	CodeIdempotencyKeyMissing = "idempotency_key_missing"
 	CodeIdempotencyKeyInvalid = "idempotency_key_invalid"
+	CodeInvalidTransition     = "invalid_transition"
+	CodeSameAccount           = "same_account"
+	CodeCurrencyMismatch      = "currency_mismatch"
+	CodePreconditionFailed    = "precondition_failed"
 )
 
 // FieldError is one offending field of an invalid request.
@@ -43,6 +48,9 @@ type Error struct {
 	Detail     string       // this occurrence, for humans
 	Fields     []FieldError // when Kind == KindInvalid
 	RetryAfter int          // seconds; set on KindUnavailable and idempotency_key_in_use
+	// CurrentStatus is the status of the resource that refused a transition
+	// (invalid_transition).
+	CurrentStatus string
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Detail }

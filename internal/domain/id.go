@@ -18,6 +18,7 @@ const (
 	PrefixEvent      = "evt_"
 	PrefixTenant     = "ten_"
 	PrefixAPIKey     = "key_"
+	PrefixPayment    = "pay_"
 )
 
 var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)

@@ -10,6 +10,7 @@ import (
 const (
 	MaxNameLen        = 200
 	MaxReferenceLen   = 200
+	MaxDescriptionLen = 1000
 	MaxMetadataKeys   = 50
 	MaxMetadataKeyLen = 40
 	MaxMetadataValLen = 500

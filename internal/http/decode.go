@@ -61,25 +61,26 @@ func isJSON(contentType string) bool {
 }
 
 // jsonError explains a decoding failure without echoing internals.
-func jsonError(err error) error {
+func jsonError(err error) error { return domain.Invalid(jsonFieldError(err)) }
+
+func jsonFieldError(err error) domain.FieldError {
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &se):
-		return domain.Invalid(domain.FieldError{Field: "body", Message: fmt.Sprintf("malformed JSON at byte %d", se.Offset)})
+		return domain.FieldError{Field: "body", Message: fmt.Sprintf("malformed JSON at byte %d", se.Offset)}
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		return domain.Invalid(domain.FieldError{Field: "body", Message: "malformed JSON: unexpected end"})
+		return domain.FieldError{Field: "body", Message: "malformed JSON: unexpected end"}
 	case errors.As(err, &te):
-		field := te.Field
-		if field == "" {
-			return domain.Invalid(domain.FieldError{Field: "body", Message: "must be a JSON object"})
+		if te.Field == "" {
+			return domain.FieldError{Field: "body", Message: "must be a JSON object"}
 		}
-		return domain.Invalid(domain.FieldError{Field: field, Message: "must be " + jsonType(te.Type.Kind().String(), te.Value)})
+		return domain.FieldError{Field: te.Field, Message: "must be " + jsonType(te.Type.Kind().String(), te.Value)}
 	case strings.HasPrefix(err.Error(), "json: unknown field "): // encoding/json has no typed error for it
 		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return domain.Invalid(domain.FieldError{Field: name, Message: "is not a known field"})
+		return domain.FieldError{Field: name, Message: "is not a known field"}
 	}
-	return domain.Invalid(domain.FieldError{Field: "body", Message: "is not valid JSON"})
+	return domain.FieldError{Field: "body", Message: "is not valid JSON"}
 }
 
 func jsonType(kind, got string) string {
@@ -93,6 +94,8 @@ func jsonType(kind, got string) string {
 		return "a string"
 	case "map":
 		return "an object of string values"
+	case "slice":
+		return "an array"
 	case "ptr":
 		return "of the documented type"
 	}

@@ -53,6 +53,8 @@ type harness struct {
 	url     string
 	key     string
 	retries atomic.Int64
+	// deadlocks counts retries caused by 40P01; the lock order should keep it at 0.
+	deadlocks atomic.Int64
 }
 
 // newHarness starts the API on a new database. When the test ends, the
@@ -60,14 +62,20 @@ type harness struct {
 func newHarness(t *testing.T, opts ...func(*store.Options)) *harness {
 	t.Helper()
 	h := &harness{pool: testdb.New(t)}
-	o := store.Options{OnRetry: func(string) { h.retries.Add(1) }}
+	o := store.Options{OnRetry: func(reason string) {
+		h.retries.Add(1)
+		if reason == "deadlock" {
+			h.deadlocks.Add(1)
+		}
+	}}
 	for _, f := range opts {
 		f(&o)
 	}
 	h.store = store.New(h.pool, o)
 	srv := httptest.NewServer(apihttp.NewHandler(apihttp.Config{
-		Store: h.store, Logger: zerolog.Nop(), Metrics: apihttp.NewMetrics(prometheus.NewRegistry()),
-		Ready: h.store.Ping, OpenAPI: safeflow.OpenAPI,
+		Store: h.store, Logger: zerolog.New(os.Stderr).Level(zerolog.WarnLevel), // shown when a test fails
+		Metrics: apihttp.NewMetrics(prometheus.NewRegistry()),
+		Ready:   h.store.Ping, OpenAPI: safeflow.OpenAPI,
 	}))
 	t.Cleanup(srv.Close)
 	h.url = srv.URL

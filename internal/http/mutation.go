@@ -107,8 +107,11 @@ func writeResponse(w http.ResponseWriter, resp domain.Response) {
 
 // etagOf returns the strong ETag of a versioned resource, or "".
 func etagOf(v any) string {
-	if a, ok := v.(domain.Account); ok {
-		return etag(a.Version)
+	switch r := v.(type) {
+	case domain.Account:
+		return etag(r.Version)
+	case domain.Payment:
+		return etag(r.Version)
 	}
 	return ""
 }

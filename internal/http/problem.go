@@ -23,6 +23,8 @@ type problem struct {
 	Code     string              `json:"code"`
 	Instance string              `json:"instance,omitempty"`
 	Errors   []domain.FieldError `json:"errors,omitempty"`
+	// CurrentStatus accompanies invalid_transition.
+	CurrentStatus string `json:"current_status,omitempty"`
 }
 
 var kindStatus = map[domain.Kind]int{
@@ -32,6 +34,7 @@ var kindStatus = map[domain.Kind]int{
 	domain.KindConflict:      http.StatusConflict,
 	domain.KindUnprocessable: http.StatusUnprocessableEntity,
 	domain.KindUnavailable:   http.StatusServiceUnavailable,
+	domain.KindPrecondition:  http.StatusPreconditionFailed,
 }
 
 // requestError is a refusal of the HTTP layer itself (413, 415, 405, 404 of
@@ -53,7 +56,7 @@ func problemFor(r *http.Request, err error) (p problem, retryAfter int, ok bool)
 	case errors.As(err, &re):
 		p = problem{Status: re.status, Code: re.code, Detail: re.detail}
 	case errors.As(err, &de):
-		p = problem{Status: kindStatus[de.Kind], Code: de.Code, Detail: de.Detail, Errors: de.Fields}
+		p = problem{Status: kindStatus[de.Kind], Code: de.Code, Detail: de.Detail, Errors: de.Fields, CurrentStatus: de.CurrentStatus}
 		retryAfter = de.RetryAfter
 	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 		// The client went away or the server is shutting down: nothing was applied.

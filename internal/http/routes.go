@@ -36,6 +36,13 @@ func (s *server) routes(log zerolog.Logger) http.Handler {
 		r.Post("/accounts/{account_id}/withdrawals", s.handleMove(domain.KindWithdrawal))
 		r.Get("/deposits/{id}", s.handleGetMovement(domain.KindDeposit))
 		r.Get("/withdrawals/{id}", s.handleGetMovement(domain.KindWithdrawal))
+		r.Post("/payments", s.handleCreatePayment())
+		r.Get("/payments", s.handleListPayments())
+		r.Post("/payments/batch", s.handleCreatePaymentBatch())
+		r.Get("/payments/{payment_id}", s.handleGetPayment())
+		for _, action := range []string{domain.ActionConfirm, domain.ActionSettle, domain.ActionCancel, domain.ActionRefund} {
+			r.Post("/payments/{payment_id}/"+action, s.handleTransition(action))
+		}
 	})
 	return r
 }

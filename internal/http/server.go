@@ -21,6 +21,11 @@ type Store interface {
 	ListEntries(ctx context.Context, tenantID, accountID string, p domain.Page) ([]domain.LedgerEntry, string, error)
 	Move(ctx context.Context, req domain.Request, in domain.NewMovement) (domain.Response, error)
 	GetMovement(ctx context.Context, tenantID, kind, id string) (domain.Movement, error)
+	CreatePayment(ctx context.Context, req domain.Request, in domain.NewPayment) (domain.Response, error)
+	CreatePayments(ctx context.Context, req domain.Request, items []domain.NewPayment) (domain.Response, error)
+	TransitionPayment(ctx context.Context, req domain.Request, id, action string, pre domain.Precondition) (domain.Response, error)
+	GetPayment(ctx context.Context, tenantID, id string) (domain.Payment, error)
+	ListPayments(ctx context.Context, tenantID string, f domain.PaymentFilter, p domain.Page) ([]domain.Payment, string, error)
 }
 
 // Config wires a Handler.

@@ -68,8 +68,10 @@ func New(pool *pgxpool.Pool, opt Options) *Store {
 func (s *Store) now() time.Time { return s.opt.Now().UTC().Truncate(time.Microsecond) }
 
 // step is the business part of a safe flow. It reads and locks what it
-// needs in tx and decides; it does not write. It returns the resource to
-// render and the writes that apply it, queued on a batch, or a *domain.Error.
+// needs in tx and decides. It returns the resource to render and the writes
+// that apply it, queued on a batch, or a *domain.Error. A step writes
+// nothing itself, except a batch of payments, whose items each need their
+// own savepoint.
 type step func(ctx context.Context, tx pgx.Tx) (result any, writes *pgx.Batch, err error)
 
 // safeFlow runs one idempotent request: it retries the whole transaction on

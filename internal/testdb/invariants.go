@@ -57,20 +57,81 @@ var invariants = []struct {
 		LEFT JOIN ledger_entries l ON l.journal_id = m.journal_id AND l.account_id = m.account_id
 		     AND l.amount = CASE m.kind WHEN 'deposit' THEN m.amount ELSE -m.amount END
 		GROUP BY m.id HAVING count(l.id) <> 1`, false},
+	{"4. every payment's history runs 1..version through allowed transitions to its status", `
+		SELECT p.id, format('status %s version %s; history %s', p.status, p.version,
+		       string_agg(t.version || ':' || coalesce(t.from_status, '-') || '>' || t.action || '>' || t.to_status, ' ' ORDER BY t.version))
+		FROM payments p JOIN payment_transitions t ON t.payment_id = p.id
+		LEFT JOIN payment_transitions prev ON prev.payment_id = t.payment_id AND prev.version = t.version - 1
+		GROUP BY p.id, p.status, p.version
+		HAVING count(*) <> p.version OR max(t.version) <> p.version
+		    OR bool_or(t.version = p.version AND t.to_status <> p.status)
+		    OR bool_or((t.version = 1) <> (t.from_status IS NULL) OR t.version > 1 AND prev.to_status IS DISTINCT FROM t.from_status)
+		    OR bool_or((coalesce(t.from_status, '-'), t.action, t.to_status) NOT IN (` + transitionTable + `))
+		UNION ALL
+		SELECT p.id, 'no history' FROM payments p WHERE NOT EXISTS (SELECT 1 FROM payment_transitions t WHERE t.payment_id = p.id)`, false},
+	{"4. every payment transition has exactly one event, written by its own transaction", `
+		SELECT t.payment_id || ' v' || t.version, count(e.id)::text FROM payment_transitions t
+		LEFT JOIN events e ON e.aggregate_type = 'payment' AND e.aggregate_id = t.payment_id AND e.sequence = t.version
+		     AND e.type = 'payment.' || CASE t.action WHEN 'create' THEN 'created' ELSE t.to_status END
+		     AND e.tenant_id = t.tenant_id AND e.xmin = t.xmin -- both rows are immutable: same (sub)transaction
+		GROUP BY t.payment_id, t.version HAVING count(e.id) <> 1
+		UNION ALL
+		SELECT e.id, e.type || ' without its transition' FROM events e
+		WHERE e.aggregate_type = 'payment'
+		  AND NOT EXISTS (SELECT 1 FROM payment_transitions t WHERE t.payment_id = e.aggregate_id AND t.version = e.sequence)`, false},
+	{"4. every payment transition's journal moves the payment's amount on the books of the state machine", `
+		WITH legs(action, from_status, party, book, sign) AS (VALUES ` + legTable + `),
+		want AS (
+		    SELECT t.journal_id, CASE l.party WHEN 'payer' THEN p.payer_account_id ELSE p.payee_account_id END AS account_id,
+		           l.book, l.sign * p.amount AS amount
+		    FROM payment_transitions t JOIN payments p ON p.id = t.payment_id
+		    JOIN legs l ON l.action = t.action AND l.from_status = coalesce(t.from_status, '-')),
+		got AS (
+		    SELECT l.journal_id, l.account_id, l.book, l.amount FROM ledger_entries l
+		    WHERE l.journal_id IN (SELECT journal_id FROM payment_transitions))
+		SELECT coalesce(w.journal_id, g.journal_id), format('want %s %s %s, got %s %s %s', w.account_id, w.book, w.amount, g.account_id, g.book, g.amount)
+		FROM want w FULL JOIN got g USING (journal_id, account_id, book, amount)
+		WHERE w.journal_id IS NULL OR g.journal_id IS NULL`, false},
+	{"2. held is the sum of pending payments out, incoming the sum of confirmed payments in", `
+		SELECT a.id, format('held %s incoming %s, payments %s %s', a.held, a.incoming, coalesce(o.pending, 0), coalesce(i.confirmed, 0))
+		FROM accounts a
+		LEFT JOIN (SELECT payer_account_id AS id, sum(amount) AS pending FROM payments WHERE status = 'pending' GROUP BY 1) o USING (id)
+		LEFT JOIN (SELECT payee_account_id AS id, sum(amount) AS confirmed FROM payments WHERE status = 'confirmed' GROUP BY 1) i USING (id)
+		WHERE a.kind = 'customer' AND (a.held <> coalesce(o.pending, 0) OR a.incoming <> coalesce(i.confirmed, 0))`, false},
 	{"4. no event without the change it describes", `
 		SELECT e.id, e.type FROM events e
 		WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = e.aggregate_id AND a.tenant_id = e.tenant_id)
-		  AND NOT EXISTS (SELECT 1 FROM movements m WHERE m.id = e.aggregate_id AND m.tenant_id = e.tenant_id)`, false},
+		  AND NOT EXISTS (SELECT 1 FROM movements m WHERE m.id = e.aggregate_id AND m.tenant_id = e.tenant_id)
+		  AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.id = e.aggregate_id AND p.tenant_id = e.tenant_id)`, false},
 	{"5. every stored creation points at its own resource, and every resource has one stored creation", `
 		WITH created AS (
-		    SELECT tenant_id, substring(location from '[^/]+$') AS id FROM idempotency_keys WHERE status_code = 201),
+		    SELECT tenant_id, substring(location from '[^/]+$') AS id FROM idempotency_keys WHERE status_code = 201
+		    UNION ALL -- the payments a stored batch created
+		    SELECT k.tenant_id, item->'body'->>'id' FROM idempotency_keys k,
+		           jsonb_array_elements(convert_from(k.body, 'UTF8')::jsonb->'data') AS item
+		    WHERE k.status_code = 200 AND k.content_type = 'application/json' AND k.location IS NULL
+		      AND convert_from(k.body, 'UTF8')::jsonb ? 'data' AND (item->>'status')::int = 201),
 		resources AS (
 		    SELECT tenant_id, id FROM accounts WHERE kind = 'customer'
-		    UNION ALL SELECT tenant_id, id FROM movements)
+		    UNION ALL SELECT tenant_id, id FROM movements
+		    UNION ALL SELECT tenant_id, id FROM payments)
 		SELECT coalesce(c.id, r.id), format('keys %s, resources %s', count(c.id), count(r.id))
 		FROM created c FULL JOIN resources r ON r.id = c.id AND r.tenant_id = c.tenant_id
 		GROUP BY coalesce(c.id, r.id) HAVING count(c.id) <> 1 OR count(r.id) <> 1`, true},
 }
+
+// transitionTable and legTable are product.md §4's payment table, written
+// here independently of internal/domain so that the check does not trust
+// the code it checks.
+const transitionTable = `('-', 'create', 'pending'), ('pending', 'confirm', 'confirmed'), ('confirmed', 'settle', 'settled'),
+	('pending', 'cancel', 'cancelled'), ('confirmed', 'refund', 'refunded'), ('settled', 'refund', 'refunded')`
+
+const legTable = `('create', '-', 'payer', 'available', -1), ('create', '-', 'payer', 'held', 1),
+	('confirm', 'pending', 'payer', 'held', -1), ('confirm', 'pending', 'payee', 'incoming', 1),
+	('settle', 'confirmed', 'payee', 'incoming', -1), ('settle', 'confirmed', 'payee', 'available', 1),
+	('cancel', 'pending', 'payer', 'held', -1), ('cancel', 'pending', 'payer', 'available', 1),
+	('refund', 'confirmed', 'payee', 'incoming', -1), ('refund', 'confirmed', 'payer', 'available', 1),
+	('refund', 'settled', 'payee', 'available', -1), ('refund', 'settled', 'payer', 'available', 1)`
 
 // CheckInvariants fails t for every row that breaks an invariant of
 // product.md §6. Scenarios whose idempotency keys were purged by design

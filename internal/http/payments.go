@@ -1,0 +1,271 @@
+package http
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/safeflow/safeflow/internal/domain"
+)
+
+// MaxBatchItems bounds POST /v1/payments/batch.
+const MaxBatchItems = 1000
+
+type createPaymentRequest struct {
+	PayerAccountID string            `json:"payer_account_id"`
+	PayeeAccountID string            `json:"payee_account_id"`
+	Amount         *int64            `json:"amount"`
+	Currency       string            `json:"currency"`
+	Description    *string           `json:"description,omitempty"`
+	Metadata       map[string]string `json:"metadata,omitempty"`
+}
+
+func (in createPaymentRequest) valid() []domain.FieldError {
+	var fe []domain.FieldError
+	for _, f := range []struct{ name, value string }{{"payer_account_id", in.PayerAccountID}, {"payee_account_id", in.PayeeAccountID}} {
+		if f.value == "" {
+			fe = append(fe, domain.FieldError{Field: f.name, Message: "is required"})
+		}
+	}
+	if in.Amount == nil {
+		fe = append(fe, domain.FieldError{Field: "amount", Message: "is required"})
+	} else if msg := domain.CheckAmount(*in.Amount); msg != "" {
+		fe = append(fe, domain.FieldError{Field: "amount", Message: msg})
+	}
+	if msg := domain.CheckCurrency(in.Currency); msg != "" {
+		fe = append(fe, domain.FieldError{Field: "currency", Message: msg})
+	}
+	if msg := domain.CheckText(in.Description, domain.MaxDescriptionLen); msg != "" {
+		fe = append(fe, domain.FieldError{Field: "description", Message: msg})
+	}
+	return append(fe, domain.CheckMetadata("metadata", in.Metadata)...)
+}
+
+func (in createPaymentRequest) payment() domain.NewPayment {
+	return domain.NewPayment{PayerAccountID: in.PayerAccountID, PayeeAccountID: in.PayeeAccountID, Amount: *in.Amount,
+		Currency: in.Currency, Description: in.Description, Metadata: in.Metadata}
+}
+
+func paymentLocation(v any) string { return "/v1/payments/" + v.(domain.Payment).ID }
+
+func noLocation(any) string { return "" }
+
+func (s *server) handleCreatePayment() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		in, req, err := mutation[createPaymentRequest](w, r, rendered(r, http.StatusCreated, paymentLocation))
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		resp, err := s.store.CreatePayment(r.Context(), req, in.payment())
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		writeResponse(w, resp)
+	}
+}
+
+// transitionRequest is the body of a transition: nothing, or {}.
+type transitionRequest struct{}
+
+func (transitionRequest) valid() []domain.FieldError { return nil }
+
+// handleTransition runs one action of the payment state machine.
+func (s *server) handleTransition(action string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		_, req, err := mutation[transitionRequest](w, r, rendered(r, http.StatusOK, noLocation))
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		pre, err := precondition(r)
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		resp, err := s.store.TransitionPayment(r.Context(), req, chi.URLParam(r, "payment_id"), action, pre)
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		writeResponse(w, resp)
+	}
+}
+
+// precondition parses If-Match: "*" or a list of entity tags. Our tags are
+// strong and quoted versions ("3"); a weak tag or another tag never matches,
+// as If-Match compares strongly (RFC 9110 §13.1.1).
+func precondition(r *http.Request) (domain.Precondition, error) {
+	values := r.Header.Values("If-Match")
+	if len(values) == 0 {
+		return domain.Precondition{}, nil
+	}
+	c := domain.Precondition{Versions: []int64{}}
+	seen := false
+	for _, v := range values {
+		for _, tag := range strings.Split(v, ",") {
+			tag = strings.TrimSpace(tag)
+			opaque := strings.TrimPrefix(tag, "W/")
+			switch {
+			case tag == "":
+				continue
+			case tag == "*":
+				c.Any = true
+			case len(opaque) < 2 || opaque[0] != '"' || opaque[len(opaque)-1] != '"' || strings.Contains(opaque[1:len(opaque)-1], `"`):
+				return c, domain.Invalid(domain.FieldError{Field: "If-Match",
+					Message: `must be * or a list of entity tags as given by ETag, such as "3" (with the quotes)`})
+			case opaque == tag: // strong
+				if n, err := strconv.ParseInt(tag[1:len(tag)-1], 10, 64); err == nil {
+					c.Versions = append(c.Versions, n)
+				}
+			}
+			seen = true
+		}
+	}
+	if !seen {
+		return c, domain.Invalid(domain.FieldError{Field: "If-Match", Message: "is empty"})
+	}
+	return c, nil
+}
+
+func (s *server) handleGetPayment() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, err := s.store.GetPayment(r.Context(), tenantOf(r), chi.URLParam(r, "payment_id"))
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		w.Header().Set("ETag", etag(p.Version))
+		writeJSON(w, http.StatusOK, p)
+	}
+}
+
+func (s *server) handleListPayments() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, err := page(r, domain.PrefixPayment)
+		var fe []domain.FieldError
+		if de := (*domain.Error)(nil); errors.As(err, &de) {
+			fe = de.Fields
+		}
+		q := r.URL.Query()
+		f := domain.PaymentFilter{Status: q.Get("status"), AccountID: q.Get("account_id")}
+		if q.Has("status") && !slices.Contains(domain.PaymentStatuses, f.Status) {
+			fe = append(fe, domain.FieldError{Field: "status", Message: "must be one of " + strings.Join(domain.PaymentStatuses, ", ")})
+		}
+		if q.Has("account_id") && !domain.ValidID(domain.PrefixAccount, f.AccountID) {
+			fe = append(fe, domain.FieldError{Field: "account_id", Message: "must be an account id (acct_…)"})
+		}
+		if len(fe) > 0 {
+			s.writeProblem(w, r, domain.Invalid(fe...))
+			return
+		}
+		items, next, err := s.store.ListPayments(r.Context(), tenantOf(r), f, p)
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, newList(items, next))
+	}
+}
+
+// batchRequest is POST /v1/payments/batch. Each item is decoded on its own,
+// strictly, so that a malformed item is reported by its index.
+type batchRequest struct {
+	Items []batchItem `json:"items"`
+}
+
+type batchItem struct {
+	createPaymentRequest
+	decodeErr *domain.FieldError
+}
+
+func (it *batchItem) UnmarshalJSON(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&it.createPaymentRequest); err != nil {
+		fe := jsonFieldError(err)
+		it.decodeErr = &fe
+	}
+	return nil
+}
+
+// valid refuses the whole batch when any item is malformed: bad input never
+// writes anything. Refusals of the domain are per item.
+func (in batchRequest) valid() []domain.FieldError {
+	if len(in.Items) == 0 || len(in.Items) > MaxBatchItems {
+		return []domain.FieldError{{Field: "items", Message: fmt.Sprintf("must hold 1 to %d payments", MaxBatchItems)}}
+	}
+	var fe []domain.FieldError
+	for i, it := range in.Items {
+		prefix := "items[" + strconv.Itoa(i) + "]"
+		errs := it.createPaymentRequest.valid()
+		if it.decodeErr != nil {
+			errs = []domain.FieldError{*it.decodeErr}
+		}
+		for _, e := range errs {
+			if e.Field == "body" {
+				e.Field = prefix
+			} else {
+				e.Field = prefix + "." + e.Field
+			}
+			fe = append(fe, e)
+		}
+	}
+	return fe
+}
+
+// batchResult is one item of a batch response: the HTTP status the item
+// would have had alone, and its body (the payment or the problem).
+type batchResult struct {
+	Index  int `json:"index"`
+	Status int `json:"status"`
+	Body   any `json:"body"`
+}
+
+type batchResponse struct {
+	Data []batchResult `json:"data"`
+}
+
+func (s *server) handleCreatePaymentBatch() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		render := func(v any, err error) (domain.Response, error) {
+			if err != nil {
+				return rendered(r, http.StatusOK, noLocation)(nil, err)
+			}
+			items := v.([]domain.BatchItem)
+			out := batchResponse{Data: make([]batchResult, len(items))}
+			for i, it := range items {
+				out.Data[i] = batchResult{Index: i, Status: http.StatusCreated, Body: it.Payment}
+				if it.Err != nil {
+					p, _, _ := problemFor(r, it.Err)
+					p.Instance = ""
+					out.Data[i] = batchResult{Index: i, Status: p.Status, Body: p}
+				}
+			}
+			return rendered(r, http.StatusOK, noLocation)(out, nil)
+		}
+		in, req, err := mutation[batchRequest](w, r, render)
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		items := make([]domain.NewPayment, len(in.Items))
+		for i, it := range in.Items {
+			items[i] = it.payment()
+		}
+		resp, err := s.store.CreatePayments(r.Context(), req, items)
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		writeResponse(w, resp)
+	}
+}

@@ -1,0 +1,329 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/safeflow/safeflow/internal/domain"
+	"github.com/safeflow/safeflow/internal/outbox"
+)
+
+// Lock order. Every transaction locks at most one payment, and locks it
+// before any account; accounts are locked by one statement in ascending id
+// order. So no two transactions can wait for each other in a cycle.
+
+// lockAccounts locks the tenant's customer accounts ids FOR UPDATE in
+// ascending id order (the sort runs below the row locking, so rows are
+// locked in the order they are returned). Ids that cannot exist, or are not
+// the tenant's, are simply absent from the result.
+const lockAccounts = `SELECT ` + accountColumns + ` FROM accounts
+WHERE tenant_id = $1 AND id = ANY($2) AND kind = 'customer'
+ORDER BY id FOR UPDATE`
+
+func lockAccountSet(ctx context.Context, tx pgx.Tx, tenantID string, ids []string) (map[string]domain.Account, error) {
+	valid := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if domain.ValidID(domain.PrefixAccount, id) {
+			valid = append(valid, id)
+		}
+	}
+	rows, _ := tx.Query(ctx, lockAccounts, tenantID, valid)
+	rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[accountRow])
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]domain.Account, len(rs))
+	for _, r := range rs {
+		out[r.ID] = r.account()
+	}
+	return out, nil
+}
+
+// lockPaymentAccounts locks the payer and payee of a new payment and
+// returns them, or not_found naming the first one missing.
+func lockPaymentAccounts(ctx context.Context, tx pgx.Tx, tenantID string, in domain.NewPayment) (payer, payee domain.Account, err error) {
+	locked, err := lockAccountSet(ctx, tx, tenantID, []string{in.PayerAccountID, in.PayeeAccountID})
+	if err != nil {
+		return payer, payee, err
+	}
+	return found(locked, in.PayerAccountID, in.PayeeAccountID)
+}
+
+func found(locked map[string]domain.Account, payerID, payeeID string) (payer, payee domain.Account, err error) {
+	payer, ok := locked[payerID]
+	if !ok {
+		return payer, payee, domain.NotFound("payer account", payerID)
+	}
+	payee, ok = locked[payeeID]
+	if !ok {
+		return payer, payee, domain.NotFound("payee account", payeeID)
+	}
+	return payer, payee, nil
+}
+
+const insertPayment = `
+INSERT INTO payments (id, tenant_id, status, amount, currency, payer_account_id, payee_account_id,
+                      description, metadata, version, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`
+
+// The status and version guard is the last line of defence behind the row
+// lock; the trigger payments_transition_allowed is the final one.
+const updatePayment = `
+UPDATE payments SET status = $3, version = $4, updated_at = $5
+WHERE tenant_id = $1 AND id = $2 AND status = $6 AND version = $4 - 1`
+
+const insertTransition = `
+INSERT INTO payment_transitions (payment_id, version, tenant_id, action, from_status, to_status, journal_id, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
+
+// queuePaymentChange queues everything a payment transition writes: the
+// payment (inserted or guarded update), its history row, the journal, the
+// moved books of the accounts and the event.
+func queuePaymentChange(b *pgx.Batch, c domain.PaymentChange) error {
+	p, t := c.Payment, c.Transition
+	if t.Action == domain.ActionCreate {
+		b.Queue(insertPayment, p.ID, p.TenantID, p.Status, p.Amount, p.Currency, p.PayerAccountID, p.PayeeAccountID,
+			p.Description, p.Metadata, p.Version, p.CreatedAt, p.UpdatedAt)
+	} else {
+		b.Queue(updatePayment, p.TenantID, p.ID, p.Status, p.Version, p.UpdatedAt, t.From).Exec(expectOne)
+	}
+	b.Queue(insertTransition, p.ID, p.Version, p.TenantID, t.Action, nullable(t.From), t.To, c.JournalID, p.UpdatedAt)
+	queueEntries(b, p.TenantID, c.Lines)
+	for _, a := range c.Accounts {
+		b.Queue(updateBooks, p.TenantID, a.ID, a.Balances.Available, a.Balances.Held, a.Balances.Incoming, a.Version).Exec(expectOne)
+	}
+	return outbox.Stage(b, outbox.Message{
+		ID: domain.NewID(domain.PrefixEvent, p.UpdatedAt), TenantID: p.TenantID, Type: t.Event,
+		AggregateType: "payment", AggregateID: p.ID, Sequence: p.Version, Data: p, CreatedAt: p.UpdatedAt,
+	})
+}
+
+// CreatePayment creates a pending payment and holds its amount on the
+// payer: it locks payer and payee in ascending id order, decides, and
+// writes the payment, its journal, the payer's books and payment.created.
+func (s *Store) CreatePayment(ctx context.Context, req domain.Request, in domain.NewPayment) (domain.Response, error) {
+	return s.safeFlow(ctx, req, func(ctx context.Context, tx pgx.Tx) (any, *pgx.Batch, error) {
+		if err := in.CheckParties(); err != nil {
+			return nil, nil, err
+		}
+		payer, payee, err := lockPaymentAccounts(ctx, tx, req.TenantID, in)
+		if err != nil {
+			return nil, nil, err
+		}
+		c, err := in.Create(req.TenantID, payer, payee, s.now())
+		if err != nil {
+			return nil, nil, err
+		}
+		b := &pgx.Batch{}
+		if err := queuePaymentChange(b, c); err != nil {
+			return nil, nil, err
+		}
+		return c.Payment, b, nil
+	})
+}
+
+// TransitionPayment runs action (confirm, settle, cancel, refund) on the
+// tenant's payment id under the If-Match precondition: it locks the
+// payment, then the accounts the transition moves, in ascending id order.
+func (s *Store) TransitionPayment(ctx context.Context, req domain.Request, id, action string, pre domain.Precondition) (domain.Response, error) {
+	return s.safeFlow(ctx, req, func(ctx context.Context, tx pgx.Tx) (any, *pgx.Batch, error) {
+		p, err := getPayment(ctx, tx, req.TenantID, id, selectPayment+` FOR UPDATE`)
+		if err != nil {
+			return nil, nil, err
+		}
+		t, err := p.Check(action, pre)
+		if err != nil {
+			return nil, nil, err
+		}
+		ids := make([]string, 0, 2)
+		for _, party := range t.Parties() {
+			ids = append(ids, p.Account(party))
+		}
+		locked, err := lockAccountSet(ctx, tx, req.TenantID, ids)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(locked) != len(ids) {
+			return nil, nil, errors.New("store: an account of payment " + p.ID + " is missing")
+		}
+		c, err := p.Apply(t, locked[p.PayerAccountID], locked[p.PayeeAccountID], s.now())
+		if err != nil {
+			return nil, nil, err
+		}
+		b := &pgx.Batch{}
+		if err := queuePaymentChange(b, c); err != nil {
+			return nil, nil, err
+		}
+		return c.Payment, b, nil
+	})
+}
+
+// CreatePayments creates a batch of payments in one transaction. All the
+// accounts of the batch are locked first, by one statement in ascending id
+// order, so concurrent batches (and single requests) cannot deadlock. Each
+// item is then decided on the locked books as the items before it left
+// them, and written in its own savepoint: an item the domain or the
+// database refuses is rolled back to its savepoint and reported, and the
+// others commit. The batch's response is stored under its one key.
+func (s *Store) CreatePayments(ctx context.Context, req domain.Request, items []domain.NewPayment) (domain.Response, error) {
+	return s.safeFlow(ctx, req, func(ctx context.Context, tx pgx.Tx) (any, *pgx.Batch, error) {
+		ids := make([]string, 0, 2*len(items))
+		for _, in := range items {
+			ids = append(ids, in.PayerAccountID, in.PayeeAccountID)
+		}
+		locked, err := lockAccountSet(ctx, tx, req.TenantID, ids)
+		if err != nil {
+			return nil, nil, err
+		}
+		now := s.now()
+		out := make([]domain.BatchItem, len(items))
+		for i, in := range items {
+			c, err := decideBatchItem(req.TenantID, in, locked, now)
+			if err == nil {
+				err = writeInSavepoint(ctx, tx, c)
+			}
+			if err != nil && !storedRefusal(err) {
+				return nil, nil, err // transient or internal: the whole batch fails, nothing is kept
+			}
+			if err != nil {
+				out[i].Err = err
+				continue
+			}
+			for _, a := range c.Accounts {
+				locked[a.ID] = a
+			}
+			out[i].Payment = c.Payment
+		}
+		return out, &pgx.Batch{}, nil
+	})
+}
+
+func decideBatchItem(tenantID string, in domain.NewPayment, locked map[string]domain.Account, now time.Time) (domain.PaymentChange, error) {
+	if err := in.CheckParties(); err != nil {
+		return domain.PaymentChange{}, err
+	}
+	payer, payee, err := found(locked, in.PayerAccountID, in.PayeeAccountID)
+	if err != nil {
+		return domain.PaymentChange{}, err
+	}
+	return in.Create(tenantID, payer, payee, now)
+}
+
+// itemSavepoint isolates one item of a batch.
+const itemSavepoint = "safeflow_item"
+
+// writeInSavepoint writes c in one round trip inside a savepoint; if the
+// database refuses it, the savepoint is rolled back and the refusal returned.
+func writeInSavepoint(ctx context.Context, tx pgx.Tx, c domain.PaymentChange) error {
+	b := &pgx.Batch{}
+	b.Queue("SAVEPOINT " + itemSavepoint)
+	if err := queuePaymentChange(b, c); err != nil {
+		return err
+	}
+	b.Queue("RELEASE SAVEPOINT " + itemSavepoint)
+	err := translate(tx.SendBatch(ctx, b).Close())
+	if err == nil || !storedRefusal(err) {
+		return err
+	}
+	// Roll back and also release it, so that the next item's savepoint is
+	// not nested inside this one. Without arguments, pgx sends this as one
+	// simple-protocol message: nothing is prepared while the
+	// transaction is in its aborted state.
+	if _, rbErr := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT "+itemSavepoint+"; RELEASE SAVEPOINT "+itemSavepoint); rbErr != nil {
+		return rbErr
+	}
+	return err
+}
+
+const paymentColumns = `id, tenant_id, status, amount, currency, payer_account_id, payee_account_id,
+description, metadata, version, created_at, updated_at`
+
+type paymentRow struct {
+	ID             string            `db:"id"`
+	TenantID       string            `db:"tenant_id"`
+	Status         string            `db:"status"`
+	Amount         int64             `db:"amount"`
+	Currency       string            `db:"currency"`
+	PayerAccountID string            `db:"payer_account_id"`
+	PayeeAccountID string            `db:"payee_account_id"`
+	Description    *string           `db:"description"`
+	Metadata       map[string]string `db:"metadata"`
+	Version        int64             `db:"version"`
+	CreatedAt      time.Time         `db:"created_at"`
+	UpdatedAt      time.Time         `db:"updated_at"`
+}
+
+func (r paymentRow) payment() domain.Payment {
+	md := r.Metadata
+	if md == nil {
+		md = map[string]string{}
+	}
+	return domain.Payment{
+		ID: r.ID, Object: "payment", Status: r.Status, Amount: r.Amount, Currency: r.Currency,
+		PayerAccountID: r.PayerAccountID, PayeeAccountID: r.PayeeAccountID, Description: r.Description,
+		Metadata: md, Version: r.Version, CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(), TenantID: r.TenantID,
+	}
+}
+
+const selectPayment = `SELECT ` + paymentColumns + ` FROM payments WHERE tenant_id = $1 AND id = $2`
+
+func getPayment(ctx context.Context, q querier, tenantID, id, query string) (domain.Payment, error) {
+	if !domain.ValidID(domain.PrefixPayment, id) {
+		return domain.Payment{}, domain.NotFound("payment", id)
+	}
+	rows, _ := q.Query(ctx, query, tenantID, id)
+	r, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[paymentRow])
+	if errors.Is(err, pgx.ErrNoRows) {
+		return domain.Payment{}, domain.NotFound("payment", id)
+	}
+	if err != nil {
+		return domain.Payment{}, err
+	}
+	return r.payment(), nil
+}
+
+// GetPayment returns the tenant's payment id.
+func (s *Store) GetPayment(ctx context.Context, tenantID, id string) (domain.Payment, error) {
+	p, err := getPayment(ctx, s.pool, tenantID, id, selectPayment)
+	return p, s.public(err)
+}
+
+// The account filter is two index scans (payer, payee) merged by id, each
+// stopped at the page size, rather than one scan filtering on either column.
+const listPayments = `SELECT ` + paymentColumns + ` FROM (
+    SELECT * FROM payments
+    WHERE tenant_id = $1 AND $3 = '' AND ($2 = '' OR status = $2) AND ($4 = '' OR id < $4)
+    ORDER BY id DESC LIMIT $5
+) all_payments
+UNION ALL
+SELECT ` + paymentColumns + ` FROM (
+    SELECT * FROM payments
+    WHERE tenant_id = $1 AND $3 <> '' AND payer_account_id = $3 AND ($2 = '' OR status = $2) AND ($4 = '' OR id < $4)
+    ORDER BY id DESC LIMIT $5
+) by_payer
+UNION ALL
+SELECT ` + paymentColumns + ` FROM (
+    SELECT * FROM payments
+    WHERE tenant_id = $1 AND $3 <> '' AND payee_account_id = $3 AND ($2 = '' OR status = $2) AND ($4 = '' OR id < $4)
+    ORDER BY id DESC LIMIT $5
+) by_payee
+ORDER BY id DESC LIMIT $5`
+
+// ListPayments returns a page of the tenant's payments, newest first,
+// filtered by status and by account (as payer or payee).
+func (s *Store) ListPayments(ctx context.Context, tenantID string, f domain.PaymentFilter, p domain.Page) ([]domain.Payment, string, error) {
+	rows, _ := s.pool.Query(ctx, listPayments, tenantID, f.Status, f.AccountID, p.After, p.Limit+1)
+	rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[paymentRow])
+	if err != nil {
+		return nil, "", s.public(err)
+	}
+	out := make([]domain.Payment, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, r.payment())
+	}
+	out, next := domain.Paginate(out, p.Limit, func(x domain.Payment) string { return x.ID })
+	return out, next, nil
+}
