@@ -83,10 +83,12 @@ func TestBadInput(t *testing.T) {
 
 	// Ids that cannot exist, down to bytes PostgreSQL would refuse: 404, never 500.
 	for _, path := range []string{"/v1/accounts/%00", "/v1/accounts/%ff%fe", "/v1/accounts/acct_" + strings.Repeat("x", 5000),
-		"/v1/accounts/%00/entries", "/v1/deposits/%ff", "/v1/withdrawals/" + a.ID} {
+		"/v1/accounts/%00/entries", "/v1/deposits/%ff", "/v1/withdrawals/" + a.ID, "/v1/payments/%00", "/v1/payments/%ff%fe",
+		"/v1/payments/" + a.ID, "/v1/payments/pay_" + strings.Repeat("x", 5000)} {
 		h.get(t, path).wantProblem(t, http.StatusNotFound, "not_found")
 	}
 	h.post(t, "/v1/accounts/%ff/deposits", "bad-id", `{"amount":1}`).wantProblem(t, http.StatusNotFound, "not_found")
+	h.post(t, "/v1/payments/%00/cancel", "bad-payment-id", ``).wantProblem(t, http.StatusNotFound, "not_found")
 
 	// A method the route does not have.
 	send(t, h.request(t, http.MethodDelete, "/v1/accounts/"+a.ID, "")).wantProblem(t, http.StatusMethodNotAllowed, "method_not_allowed")

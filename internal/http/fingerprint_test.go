@@ -87,3 +87,34 @@ func TestCheckIdempotencyKey(t *testing.T) {
 		}
 	}
 }
+
+// A batch is fingerprinted on its decoded items: the key order and spacing
+// inside an item do not matter, the order of the items does.
+func TestBatchFingerprint(t *testing.T) {
+	t.Parallel()
+	of := func(body string) []byte {
+		t.Helper()
+		var got []byte
+		r := chi.NewRouter()
+		r.Post("/v1/payments/batch", func(w http.ResponseWriter, r *http.Request) {
+			in, err := decode[batchRequest](w, r)
+			if err != nil {
+				t.Fatalf("decode %s: %v", body, err)
+			}
+			got = fingerprint(r, in)
+		})
+		req := httptest.NewRequest("POST", "/v1/payments/batch", bytes.NewBufferString(body))
+		req.Header.Set("Content-Type", "application/json")
+		r.ServeHTTP(httptest.NewRecorder(), req)
+		return got
+	}
+	x := `{"payer_account_id":"acct_a","payee_account_id":"acct_b","amount":1,"currency":"USD"}`
+	y := `{"payer_account_id":"acct_b","payee_account_id":"acct_a","amount":2,"currency":"USD"}`
+	base := of(`{"items":[` + x + `,` + y + `]}`)
+	if got := of(`{"items":[ {"currency":"USD", "amount":1, "payee_account_id":"acct_b","payer_account_id":"acct_a"},` + y + `]}`); !bytes.Equal(got, base) {
+		t.Error("key order inside an item changed the fingerprint")
+	}
+	if got := of(`{"items":[` + y + `,` + x + `]}`); bytes.Equal(got, base) {
+		t.Error("the order of the items did not change the fingerprint")
+	}
+}

@@ -408,3 +408,39 @@ func TestListPayments(t *testing.T) {
 }
 
 func first(ids []string, _ *string) []string { return ids }
+
+// Another tenant's payments are invisible: 404 on read and on every
+// transition, absent from lists; its accounts cannot be paid from or to.
+func TestPaymentsAreTenantScoped(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	a, b := h.mustAccount(t, "USD"), h.mustAccount(t, "USD")
+	h.mustDeposit(t, a.ID, 100)
+	p := h.mustPayment(t, a.ID, b.ID, 40)
+
+	other := &harness{pool: h.pool, store: h.store, url: h.url, key: h.newKey(t, "globex")}
+	other.get(t, "/v1/payments/"+p.ID).wantProblem(t, http.StatusNotFound, "not_found")
+	for _, action := range []string{"confirm", "settle", "cancel", "refund"} {
+		other.transition(t, p.ID, action, "theirs-"+action).wantProblem(t, http.StatusNotFound, "not_found")
+	}
+	var l struct {
+		Data []payment `json:"data"`
+	}
+	other.get(t, "/v1/payments").want(t, http.StatusOK).decode(t, &l)
+	if len(l.Data) != 0 {
+		t.Errorf("globex lists %d payments, want 0", len(l.Data))
+	}
+	other.get(t, "/v1/payments?account_id="+a.ID).want(t, http.StatusOK).decode(t, &l)
+	if len(l.Data) != 0 {
+		t.Errorf("globex lists %d payments of acme's account, want 0", len(l.Data))
+	}
+	c := other.mustAccount(t, "USD")
+	other.mustDeposit(t, c.ID, 10)
+	other.post(t, "/v1/payments", newKey(), paymentBody(c.ID, b.ID, 5, "USD")).wantProblem(t, http.StatusNotFound, "not_found")
+	other.post(t, "/v1/payments", newKey(), paymentBody(a.ID, c.ID, 5, "USD")).wantProblem(t, http.StatusNotFound, "not_found")
+	// The same key in both tenants is two requests.
+	h.transition(t, p.ID, "confirm", "shared-key").want(t, http.StatusOK)
+	other.transition(t, p.ID, "confirm", "shared-key").wantProblem(t, http.StatusNotFound, "not_found")
+	h.wantBooks(t, "the other tenant's attempts", map[string]books{a.ID: {60, 0, 0}, b.ID: {0, 0, 40}})
+	other.wantBooks(t, "its own attempts", map[string]books{c.ID: {10, 0, 0}})
+}
