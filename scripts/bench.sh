@@ -32,7 +32,7 @@ pgb() { pgbench -n -c "$C" -j 2 -T "${secs%.*}" "$PG_URL" 2>/dev/null | awk '/^t
 tps1=$(pgb)
 echo
 out=$(mktemp)
-for s in deposits-spread deposits-hot withdrawals replays; do
+for s in ${BENCH_SCENARIOS:-deposits-spread deposits-hot withdrawals replays payments payments-merchant}; do
   ./bin/loadgen -url "http://127.0.0.1:$PORT" -key "$KEY" -db "$DB_URL" -scenario $s -c "$C" -d "$D" | tee -a "$out"
 done
 
@@ -40,5 +40,7 @@ tps2=$(pgb)
 tps=$(( (tps1 + tps2) / 2 ))
 echo "pgbench tpcb-like c=$C tps=$tps (mean of $tps1 before and $tps2 after the scenarios; 5 statements a transaction, no HTTP)"
 echo
-awk -v tps="$tps" '{ for (i=1;i<=NF;i++) if ($i ~ /^req\/s=/) { split($i,a,"="); printf "%-16s %6.2f x pgbench tps\n", $1, a[2]/tps } }' "$out"
+awk -v tps="$tps" '{ for (i=1;i<=NF;i++) if ($i ~ /^req\/s=/) { split($i,a,"=");
+  extra = ($1 ~ /^payments/) ? sprintf("   (%d payments/s created and confirmed: %.2f x pgbench tps)", a[2]/2, a[2]/2/tps) : "";
+  printf "%-18s %6.2f x pgbench tps%s\n", $1, a[2]/tps, extra } }' "$out"
 rm -f "$out"

@@ -11,6 +11,11 @@
 //	deposits-hot     every worker deposits into the same account (one hot row, for contrast)
 //	withdrawals      each worker withdraws from its own funded account
 //	replays          every request repeats one key: the replay path
+//	payments         each worker creates a payment between its own two accounts and confirms it
+//	payments-merchant  as payments, but every worker pays the same payee (one hot row)
+//
+// For the payment scenarios every iteration is two requests (create, then
+// confirm); req/s counts both, and payments/s is half of it.
 package main
 
 import (
@@ -34,7 +39,7 @@ func main() {
 	url := flag.String("url", "http://127.0.0.1:8080", "API base URL")
 	key := flag.String("key", "", "API key")
 	db := flag.String("db", "", "database URL, to sample lock waits (optional)")
-	scenario := flag.String("scenario", "deposits-spread", "deposits-spread, deposits-hot, withdrawals or replays")
+	scenario := flag.String("scenario", "deposits-spread", "deposits-spread, deposits-hot, withdrawals, replays, payments or payments-merchant")
 	conc := flag.Int("c", 16, "concurrent clients")
 	dur := flag.Duration("d", 10*time.Second, "duration")
 	flag.Parse()
@@ -85,15 +90,70 @@ func (c *client) account(fund int64) (string, error) {
 	return a.ID, nil
 }
 
+// outcome is one request's latency and, if it did not succeed, why.
+type outcome struct {
+	d       time.Duration
+	failure string
+}
+
+func (c *client) timed(path, key, body string, want int) (outcome, []byte) {
+	t0 := time.Now()
+	st, b, err := c.post(path, key, body)
+	o := outcome{d: time.Since(t0)}
+	switch {
+	case err != nil:
+		o.failure = "error"
+	case st != want:
+		o.failure = fmt.Sprint(st)
+	}
+	return o, b
+}
+
+// single repeats one POST that creates something.
+func (c *client) single(path, key, body string) func() []outcome {
+	return func() []outcome {
+		o, _ := c.timed(path, key, body, http.StatusCreated)
+		return []outcome{o}
+	}
+}
+
+// payment creates a payment of 1 from payer to payee and confirms it.
+func (c *client) payment(payer, payee string) func() []outcome {
+	body := fmt.Sprintf(`{"payer_account_id":%q,"payee_account_id":%q,"amount":1,"currency":"USD"}`, payer, payee)
+	return func() []outcome {
+		created, b := c.timed("/v1/payments", "", body, http.StatusCreated)
+		if created.failure != "" {
+			return []outcome{created}
+		}
+		var p struct{ ID string }
+		if err := json.Unmarshal(b, &p); err != nil {
+			created.failure = "bad body"
+			return []outcome{created}
+		}
+		confirmed, _ := c.timed("/v1/payments/"+p.ID+"/confirm", "", "", http.StatusOK)
+		return []outcome{created, confirmed}
+	}
+}
+
 func run(base, key, dbURL, scenario string, conc int, dur time.Duration) error {
 	c := &client{base: base, key: key, run: fmt.Sprint(time.Now().UnixNano()),
 		http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc * 2}, Timeout: 30 * time.Second}}
 
-	// Set up one request per worker: path, fixed key ("" = a new key each time), body.
-	type op struct{ path, key, body string }
-	ops := make([]op, conc)
+	// Set up one iteration per worker: it sends one or more requests and
+	// returns their outcomes.
+	iters := make([]func() []outcome, conc)
 	var hot string
-	for i := range ops {
+	hotAccount := func() (string, error) {
+		if hot == "" {
+			id, err := c.account(0)
+			if err != nil {
+				return "", err
+			}
+			hot = id
+		}
+		return hot, nil
+	}
+	for i := range iters {
 		switch scenario {
 		case "deposits-spread", "withdrawals":
 			var fund int64
@@ -105,19 +165,30 @@ func run(base, key, dbURL, scenario string, conc int, dur time.Duration) error {
 				return err
 			}
 			kind := map[string]string{"deposits-spread": "deposits", "withdrawals": "withdrawals"}[scenario]
-			ops[i] = op{"/v1/accounts/" + id + "/" + kind, "", `{"amount":1}`}
+			iters[i] = c.single("/v1/accounts/"+id+"/"+kind, "", `{"amount":1}`)
 		case "deposits-hot", "replays":
-			if hot == "" {
-				id, err := c.account(0)
-				if err != nil {
-					return err
-				}
-				hot = id
+			id, err := hotAccount()
+			if err != nil {
+				return err
 			}
-			ops[i] = op{"/v1/accounts/" + hot + "/deposits", "", `{"amount":1}`}
+			key := ""
 			if scenario == "replays" {
-				ops[i].key = "lg-replay-" + c.run
+				key = "lg-replay-" + c.run
 			}
+			iters[i] = c.single("/v1/accounts/"+id+"/deposits", key, `{"amount":1}`)
+		case "payments", "payments-merchant":
+			payer, err := c.account(1_000_000_000_000)
+			if err != nil {
+				return err
+			}
+			payee, err := c.account(0)
+			if scenario == "payments-merchant" {
+				payee, err = hotAccount()
+			}
+			if err != nil {
+				return err
+			}
+			iters[i] = c.payment(payer, payee)
 		default:
 			return fmt.Errorf("unknown scenario %q", scenario)
 		}
@@ -140,18 +211,15 @@ func run(base, key, dbURL, scenario string, conc int, dur time.Duration) error {
 			defer wg.Done()
 			var local []time.Duration
 			for ctx.Err() == nil {
-				t0 := time.Now()
-				st, _, err := c.post(ops[i].path, ops[i].key, ops[i].body)
-				d := time.Since(t0)
+				outs := iters[i]()
 				mu.Lock()
-				switch {
-				case err != nil:
-					failures["error"]++
-				case st != http.StatusCreated:
-					failures[fmt.Sprint(st)]++
+				for _, o := range outs {
+					if o.failure != "" {
+						failures[o.failure]++
+					}
+					local = append(local, o.d)
 				}
 				mu.Unlock()
-				local = append(local, d)
 			}
 			mu.Lock()
 			latencies = append(latencies, local...)
@@ -168,7 +236,7 @@ func run(base, key, dbURL, scenario string, conc int, dur time.Duration) error {
 		return latencies[min(len(latencies)-1, int(float64(len(latencies))*p))]
 	}
 	waits := <-lockWaits
-	fmt.Printf("%-16s c=%-3d requests=%-7d req/s=%-8.0f p50=%-8s p99=%-8s failures=%v row-lock-waiters(avg)=%s\n",
+	fmt.Printf("%-18s c=%-3d requests=%-7d req/s=%-8.0f p50=%-8s p99=%-8s failures=%v row-lock-waiters(avg)=%s\n",
 		scenario, conc, len(latencies), float64(len(latencies))/elapsed.Seconds(),
 		pct(0.50).Round(10*time.Microsecond), pct(0.99).Round(10*time.Microsecond), failures, waits)
 	return nil

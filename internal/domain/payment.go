@@ -168,7 +168,7 @@ func (n NewPayment) Create(tenantID string, payer, payee Account, now time.Time)
 		CreatedAt: now, TenantID: tenantID,
 	}
 	t, _ := FindTransition("", ActionCreate)
-	return p.apply(t, payer, payee, now)
+	return p.Apply(t, payer, payee, now)
 }
 
 // Precondition is a parsed If-Match header. The zero value is "no header".
@@ -202,12 +202,9 @@ func (p Payment) Check(action string, c Precondition) (Transition, error) {
 
 // Apply decides transition t on the locked payment p and the locked
 // accounts of the parties t moves (an account t does not move may be the
-// zero Account).
+// zero Account): each leg moves its book by the amount, and no book may go
+// below zero or above the largest supported balance.
 func (p Payment) Apply(t Transition, payer, payee Account, now time.Time) (PaymentChange, error) {
-	return p.apply(t, payer, payee, now)
-}
-
-func (p Payment) apply(t Transition, payer, payee Account, now time.Time) (PaymentChange, error) {
 	accounts := map[Party]*Account{Payer: &payer, Payee: &payee}
 	journal := NewID(PrefixJournal, now)
 	lines := make([]LedgerEntry, 0, len(t.Legs))

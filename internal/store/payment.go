@@ -113,15 +113,7 @@ func (s *Store) CreatePayment(ctx context.Context, req domain.Request, in domain
 		if err != nil {
 			return nil, nil, err
 		}
-		c, err := in.Create(req.TenantID, payer, payee, s.now())
-		if err != nil {
-			return nil, nil, err
-		}
-		b := &pgx.Batch{}
-		if err := queuePaymentChange(b, c); err != nil {
-			return nil, nil, err
-		}
-		return c.Payment, b, nil
+		return planned(in.Create(req.TenantID, payer, payee, s.now()))
 	})
 }
 
@@ -149,16 +141,20 @@ func (s *Store) TransitionPayment(ctx context.Context, req domain.Request, id, a
 		if len(locked) != len(ids) {
 			return nil, nil, errors.New("store: an account of payment " + p.ID + " is missing")
 		}
-		c, err := p.Apply(t, locked[p.PayerAccountID], locked[p.PayeeAccountID], s.now())
-		if err != nil {
-			return nil, nil, err
-		}
-		b := &pgx.Batch{}
-		if err := queuePaymentChange(b, c); err != nil {
-			return nil, nil, err
-		}
-		return c.Payment, b, nil
+		return planned(p.Apply(t, locked[p.PayerAccountID], locked[p.PayeeAccountID], s.now()))
 	})
+}
+
+// planned turns a decided payment change into the step's result and writes.
+func planned(c domain.PaymentChange, err error) (any, *pgx.Batch, error) {
+	if err != nil {
+		return nil, nil, err
+	}
+	b := &pgx.Batch{}
+	if err := queuePaymentChange(b, c); err != nil {
+		return nil, nil, err
+	}
+	return c.Payment, b, nil
 }
 
 // CreatePayments creates a batch of payments in one transaction. All the
