@@ -157,10 +157,11 @@ func (s *server) handleListPayments() http.HandlerFunc {
 		}
 		q := r.URL.Query()
 		f := domain.PaymentFilter{Status: q.Get("status"), AccountID: q.Get("account_id")}
-		if q.Has("status") && !slices.Contains(domain.PaymentStatuses, f.Status) {
+		// An empty value is no filter, so ?status=&account_id= lists everything.
+		if f.Status != "" && !slices.Contains(domain.PaymentStatuses, f.Status) {
 			fe = append(fe, domain.FieldError{Field: "status", Message: "must be one of " + strings.Join(domain.PaymentStatuses, ", ")})
 		}
-		if q.Has("account_id") && !domain.ValidID(domain.PrefixAccount, f.AccountID) {
+		if f.AccountID != "" && !domain.ValidID(domain.PrefixAccount, f.AccountID) {
 			fe = append(fe, domain.FieldError{Field: "account_id", Message: "must be an account id (acct_…)"})
 		}
 		if len(fe) > 0 {

@@ -382,6 +382,7 @@ func TestListPayments(t *testing.T) {
 		got, want []string
 	}{
 		"all, in pages of 4":     {walked, all},
+		"empty filters":          {first(list("?status=&account_id=")), all},
 		"pending":                {first(list("?status=pending")), []string{toC.ID, ids[4], ids[2], ids[0]}},
 		"as payer or payee of b": {first(list("?account_id=" + b.ID)), all},
 		"c":                      {first(list("?account_id=" + c.ID)), []string{toC.ID}},
