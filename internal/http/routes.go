@@ -36,6 +36,7 @@ func (s *server) routes(log zerolog.Logger) http.Handler {
 		r.Post("/accounts/{account_id}/withdrawals", s.handleMove(domain.KindWithdrawal))
 		r.Get("/deposits/{id}", s.handleGetMovement(domain.KindDeposit))
 		r.Get("/withdrawals/{id}", s.handleGetMovement(domain.KindWithdrawal))
+		r.Get("/events", s.handleListEvents())
 		r.Post("/payments", s.handleCreatePayment())
 		r.Get("/payments", s.handleListPayments())
 		r.Post("/payments/batch", s.handleCreatePaymentBatch())

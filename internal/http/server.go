@@ -5,6 +5,7 @@ package http
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 
 	"github.com/rs/zerolog"
@@ -26,6 +27,7 @@ type Store interface {
 	TransitionPayment(ctx context.Context, req domain.Request, id, action string, pre domain.Precondition) (domain.Response, error)
 	GetPayment(ctx context.Context, tenantID, id string) (domain.Payment, error)
 	ListPayments(ctx context.Context, tenantID string, f domain.PaymentFilter, p domain.Page) ([]domain.Payment, string, error)
+	ListEvents(ctx context.Context, tenantID string, p domain.Page) ([]json.RawMessage, string, error)
 }
 
 // Config wires a Handler.

@@ -1,0 +1,56 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/safeflow/safeflow/internal/domain"
+)
+
+// The feed orders events by the id of the transaction that wrote them, then
+// by insertion, and serves only events of transactions older than the oldest
+// one still running (the snapshot's xmin): those are all finished, so no
+// event can later appear before one already served. A plain "position >
+// after" would skip an event whose transaction took its position first and
+// committed last. The price: while a transaction is open, the events of
+// younger transactions wait for it (at most idle_in_transaction_session_timeout).
+const listEvents = `
+SELECT e.id, e.payload FROM events e
+WHERE e.tenant_id = $1
+  AND e.xid < pg_snapshot_xmin(pg_current_snapshot())
+  AND ($2 = '' OR (e.xid, e.position) > (SELECT a.xid, a.position FROM events a WHERE a.tenant_id = $1 AND a.id = $2))
+ORDER BY e.xid, e.position LIMIT $3`
+
+const eventExists = `SELECT EXISTS (SELECT 1 FROM events WHERE tenant_id = $1 AND id = $2)`
+
+type eventRow struct {
+	ID      string `db:"id"`
+	Payload []byte `db:"payload"`
+}
+
+// ListEvents returns the tenant's events after the event p.After (all from
+// the start when ""), in the feed's order, as their stored envelopes.
+func (s *Store) ListEvents(ctx context.Context, tenantID string, p domain.Page) ([]json.RawMessage, string, error) {
+	rows, _ := s.pool.Query(ctx, listEvents, tenantID, p.After, p.Limit+1)
+	rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[eventRow])
+	if err != nil {
+		return nil, "", s.public(err)
+	}
+	if len(rs) == 0 && p.After != "" {
+		var ok bool
+		if err := s.pool.QueryRow(ctx, eventExists, tenantID, p.After).Scan(&ok); err != nil {
+			return nil, "", s.public(err)
+		}
+		if !ok {
+			return nil, "", domain.Invalid(domain.FieldError{Field: "after", Message: "is not an event of this tenant"})
+		}
+	}
+	rs, next := domain.Paginate(rs, p.Limit, func(r eventRow) string { return r.ID })
+	out := make([]json.RawMessage, len(rs))
+	for i, r := range rs {
+		out[i] = r.Payload
+	}
+	return out, next, nil
+}
