@@ -44,6 +44,19 @@ func TestConcurrentRequestsWithOneKey(t *testing.T) {
 	parallel(n, func(i int) {
 		res[i] = send(t, h.request(t, "POST", "/v1/accounts/"+a.ID+"/deposits", `{"amount":250}`, "Idempotency-Key", "one-key"))
 	})
+	wantOneEffect(t, res)
+	if got := h.count(t, "movements"); got != 1 {
+		t.Errorf("deposits = %d, want 1", got)
+	}
+	if av, _, _ := h.balances(t, a.ID); av != 250 {
+		t.Errorf("available = %d, want 250", av)
+	}
+}
+
+// wantOneEffect checks the answers to copies of one request under one key:
+// all 201 with the same body and Location, exactly one of them fresh.
+func wantOneEffect(t *testing.T, res []response) {
+	t.Helper()
 	fresh := 0
 	for i, r := range res {
 		if r.status != http.StatusCreated || !bytes.Equal(r.body, res[0].body) || r.header.Get("Location") != res[0].header.Get("Location") {
@@ -55,12 +68,6 @@ func TestConcurrentRequestsWithOneKey(t *testing.T) {
 	}
 	if fresh != 1 {
 		t.Errorf("%d fresh answers, want exactly 1 (the rest replayed)", fresh)
-	}
-	if got := h.count(t, "movements"); got != 1 {
-		t.Errorf("deposits = %d, want 1", got)
-	}
-	if av, _, _ := h.balances(t, a.ID); av != 250 {
-		t.Errorf("available = %d, want 250", av)
 	}
 }
 

@@ -22,18 +22,7 @@ func TestConcurrentCopiesOfOnePayment(t *testing.T) {
 	parallel(n, func(i int) {
 		res[i] = send(t, h.request(t, http.MethodPost, "/v1/payments", paymentBody(a.ID, b.ID, 125, "USD"), "Idempotency-Key", "one-payment"))
 	})
-	fresh := 0
-	for i, r := range res {
-		if r.status != http.StatusCreated || !bytes.Equal(r.body, res[0].body) || r.header.Get("Location") != res[0].header.Get("Location") {
-			t.Fatalf("answer %d = %d %s, want 201 %s", i, r.status, r.body, res[0].body)
-		}
-		if r.header.Get("Idempotent-Replayed") == "false" {
-			fresh++
-		}
-	}
-	if fresh != 1 {
-		t.Errorf("%d fresh answers, want exactly 1", fresh)
-	}
+	wantOneEffect(t, res)
 	if got := h.count(t, "payments"); got != 1 {
 		t.Errorf("payments = %d, want 1", got)
 	}
