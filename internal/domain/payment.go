@@ -124,16 +124,6 @@ type NewPayment struct {
 	Metadata       map[string]string
 }
 
-// CheckParties refuses a payment from an account to itself. It needs no
-// database, so it comes before any account is looked up.
-func (n NewPayment) CheckParties() error {
-	if n.PayerAccountID == n.PayeeAccountID {
-		return &Error{Kind: KindUnprocessable, Code: CodeSameAccount,
-			Detail: fmt.Sprintf("payer and payee are the same account %s", n.PayerAccountID)}
-	}
-	return nil
-}
-
 // PaymentChange is the plan of one transition: the payment after it, its
 // journal lines, the accounts whose books moved (after the change) and the
 // event to publish. It is computed from locked rows and nothing else, so the
@@ -146,12 +136,24 @@ type PaymentChange struct {
 	Accounts   []Account
 }
 
-// Create decides the creation of n between the locked accounts payer and
-// payee: the currencies must agree and the payer must have the amount
-// available, which is then held.
-func (n NewPayment) Create(tenantID string, payer, payee Account, now time.Time) (PaymentChange, error) {
-	if err := n.CheckParties(); err != nil {
-		return PaymentChange{}, err
+// Create decides the creation of n on the tenant's accounts locked for it
+// (keyed by id; an account that is not there is not the tenant's): payer
+// and payee must differ, exist and share the payment's currency, and the
+// payer must have the amount available, which is then held. The checks run
+// in that order, so a payment to itself is same_account even if the
+// account does not exist.
+func (n NewPayment) Create(tenantID string, locked map[string]Account, now time.Time) (PaymentChange, error) {
+	if n.PayerAccountID == n.PayeeAccountID {
+		return PaymentChange{}, &Error{Kind: KindUnprocessable, Code: CodeSameAccount,
+			Detail: fmt.Sprintf("payer and payee are the same account %s", n.PayerAccountID)}
+	}
+	payer, ok := locked[n.PayerAccountID]
+	if !ok {
+		return PaymentChange{}, NotFound("payer account", n.PayerAccountID)
+	}
+	payee, ok := locked[n.PayeeAccountID]
+	if !ok {
+		return PaymentChange{}, NotFound("payee account", n.PayeeAccountID)
 	}
 	if payer.Currency != n.Currency || payee.Currency != n.Currency {
 		return PaymentChange{}, &Error{Kind: KindUnprocessable, Code: CodeCurrencyMismatch,

@@ -89,13 +89,13 @@ func TestCreateRefusals(t *testing.T) {
 		{"too much", NewPayment{PayerAccountID: "acct_a", PayeeAccountID: "acct_b", Amount: 51, Currency: "USD"}, payer, payee, CodeInsufficientFunds},
 	}
 	for _, tc := range tests {
-		_, err := tc.in.Create("ten_1", tc.payer, tc.payee, now)
+		_, err := tc.in.Create("ten_1", map[string]Account{tc.payer.ID: tc.payer, tc.payee.ID: tc.payee}, now)
 		var de *Error
 		if !errors.As(err, &de) || de.Code != tc.code || de.Kind != KindUnprocessable {
 			t.Errorf("%s: err = %v, want %s", tc.name, err, tc.code)
 		}
 	}
-	c, err := NewPayment{PayerAccountID: "acct_a", PayeeAccountID: "acct_b", Amount: 50, Currency: "USD"}.Create("ten_1", payer, payee, now)
+	c, err := NewPayment{PayerAccountID: "acct_a", PayeeAccountID: "acct_b", Amount: 50, Currency: "USD"}.Create("ten_1", map[string]Account{"acct_a": payer, "acct_b": payee}, now)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,28 +42,6 @@ func lockAccountSet(ctx context.Context, tx pgx.Tx, tenantID string, ids []strin
 	return out, nil
 }
 
-// lockPaymentAccounts locks the payer and payee of a new payment and
-// returns them, or not_found naming the first one missing.
-func lockPaymentAccounts(ctx context.Context, tx pgx.Tx, tenantID string, in domain.NewPayment) (payer, payee domain.Account, err error) {
-	locked, err := lockAccountSet(ctx, tx, tenantID, []string{in.PayerAccountID, in.PayeeAccountID})
-	if err != nil {
-		return payer, payee, err
-	}
-	return found(locked, in.PayerAccountID, in.PayeeAccountID)
-}
-
-func found(locked map[string]domain.Account, payerID, payeeID string) (payer, payee domain.Account, err error) {
-	payer, ok := locked[payerID]
-	if !ok {
-		return payer, payee, domain.NotFound("payer account", payerID)
-	}
-	payee, ok = locked[payeeID]
-	if !ok {
-		return payer, payee, domain.NotFound("payee account", payeeID)
-	}
-	return payer, payee, nil
-}
-
 const insertPayment = `
 INSERT INTO payments (id, tenant_id, status, amount, currency, payer_account_id, payee_account_id,
                       description, metadata, version, created_at, updated_at)
@@ -106,14 +84,11 @@ func queuePaymentChange(b *pgx.Batch, c domain.PaymentChange) error {
 // writes the payment, its journal, the payer's books and payment.created.
 func (s *Store) CreatePayment(ctx context.Context, req domain.Request, in domain.NewPayment) (domain.Response, error) {
 	return s.safeFlow(ctx, req, func(ctx context.Context, tx pgx.Tx) (any, *pgx.Batch, error) {
-		if err := in.CheckParties(); err != nil {
-			return nil, nil, err
-		}
-		payer, payee, err := lockPaymentAccounts(ctx, tx, req.TenantID, in)
+		locked, err := lockAccountSet(ctx, tx, req.TenantID, []string{in.PayerAccountID, in.PayeeAccountID})
 		if err != nil {
 			return nil, nil, err
 		}
-		return planned(in.Create(req.TenantID, payer, payee, s.now()))
+		return planned(in.Create(req.TenantID, locked, s.now()))
 	})
 }
 
@@ -177,7 +152,7 @@ func (s *Store) CreatePayments(ctx context.Context, req domain.Request, items []
 		now := s.now()
 		out := make([]domain.BatchItem, len(items))
 		for i, in := range items {
-			c, err := decideBatchItem(req.TenantID, in, locked, now)
+			c, err := in.Create(req.TenantID, locked, now)
 			if err == nil {
 				err = writeInSavepoint(ctx, tx, c)
 			}
@@ -195,17 +170,6 @@ func (s *Store) CreatePayments(ctx context.Context, req domain.Request, items []
 		}
 		return out, &pgx.Batch{}, nil
 	})
-}
-
-func decideBatchItem(tenantID string, in domain.NewPayment, locked map[string]domain.Account, now time.Time) (domain.PaymentChange, error) {
-	if err := in.CheckParties(); err != nil {
-		return domain.PaymentChange{}, err
-	}
-	payer, payee, err := found(locked, in.PayerAccountID, in.PayeeAccountID)
-	if err != nil {
-		return domain.PaymentChange{}, err
-	}
-	return in.Create(tenantID, payer, payee, now)
 }
 
 // itemSavepoint isolates one item of a batch.
