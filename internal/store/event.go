@@ -16,18 +16,27 @@ import (
 // after" would skip an event whose transaction took its position first and
 // committed last. The price: while a transaction is open, the events of
 // younger transactions wait for it (at most idle_in_transaction_session_timeout).
+//
+// One round trip answers both the page and whether after is an event of the
+// tenant: a client that has caught up polls with an empty page, and must not
+// pay a second query for it. The query always returns one row, with a NULL
+// event when the page is empty.
 const listEvents = `
-SELECT e.id, e.payload FROM events e
-WHERE e.tenant_id = $1
-  AND e.xid < pg_snapshot_xmin(pg_current_snapshot())
-  AND ($2 = '' OR (e.xid, e.position) > (SELECT a.xid, a.position FROM events a WHERE a.tenant_id = $1 AND a.id = $2))
-ORDER BY e.xid, e.position LIMIT $3`
-
-const eventExists = `SELECT EXISTS (SELECT 1 FROM events WHERE tenant_id = $1 AND id = $2)`
+SELECT known.ok, e.id, e.payload
+FROM (SELECT $2 = '' OR EXISTS (SELECT 1 FROM events WHERE tenant_id = $1 AND id = $2) AS ok) known
+LEFT JOIN LATERAL (
+    SELECT e.id, e.payload, e.xid, e.position FROM events e
+    WHERE e.tenant_id = $1
+      AND e.xid < pg_snapshot_xmin(pg_current_snapshot())
+      AND ($2 = '' OR (e.xid, e.position) > (SELECT a.xid, a.position FROM events a WHERE a.tenant_id = $1 AND a.id = $2))
+    ORDER BY e.xid, e.position LIMIT $3
+) e ON true
+ORDER BY e.xid, e.position`
 
 type eventRow struct {
-	ID      string `db:"id"`
-	Payload []byte `db:"payload"`
+	OK      bool    `db:"ok"`
+	ID      *string `db:"id"`
+	Payload []byte  `db:"payload"`
 }
 
 // ListEvents returns the tenant's events after the event p.After (all from
@@ -38,16 +47,13 @@ func (s *Store) ListEvents(ctx context.Context, tenantID string, p domain.Page) 
 	if err != nil {
 		return nil, "", s.public(err)
 	}
-	if len(rs) == 0 && p.After != "" {
-		var ok bool
-		if err := s.pool.QueryRow(ctx, eventExists, tenantID, p.After).Scan(&ok); err != nil {
-			return nil, "", s.public(err)
-		}
-		if !ok {
-			return nil, "", domain.Invalid(domain.FieldError{Field: "after", Message: "is not an event of this tenant"})
-		}
+	if len(rs) == 0 || !rs[0].OK {
+		return nil, "", domain.Invalid(domain.FieldError{Field: "after", Message: "is not an event of this tenant"})
 	}
-	rs, next := domain.Paginate(rs, p.Limit, func(r eventRow) string { return r.ID })
+	if rs[0].ID == nil {
+		rs = nil // caught up
+	}
+	rs, next := domain.Paginate(rs, p.Limit, func(r eventRow) string { return *r.ID })
 	out := make([]json.RawMessage, len(rs))
 	for i, r := range rs {
 		out[i] = r.Payload
