@@ -20,6 +20,11 @@ type config struct {
 	RelayBackoffMax     time.Duration
 	DeliveryTimeout     time.Duration
 	WebhookAllowPrivate bool
+	RelayPollOnly       bool
+	RelayPollInterval   time.Duration
+	RetainDelivered     time.Duration // 0: keep
+	RetainDead          time.Duration
+	RetainEvents        time.Duration
 }
 
 // configError names the variable at fault, in one line.
@@ -53,6 +58,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		{"RELAY_BACKOFF_BASE", &c.RelayBackoffBase, time.Second},
 		{"RELAY_BACKOFF_MAX", &c.RelayBackoffMax, time.Hour},
 		{"DELIVERY_TIMEOUT", &c.DeliveryTimeout, 10 * time.Second},
+		{"RELAY_POLL_INTERVAL", &c.RelayPollInterval, time.Second},
 	}
 	for _, d := range durations {
 		*d.dst = d.def
@@ -72,12 +78,30 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}{
 		{"RELAY_ENABLED", &c.RelayEnabled, true},
 		{"WEBHOOK_ALLOW_PRIVATE", &c.WebhookAllowPrivate, false},
+		{"RELAY_POLL_ONLY", &c.RelayPollOnly, false},
 	}
 	for _, b := range bools {
 		*b.dst = b.def
 		if v := getenv(b.name); v != "" {
 			if *b.dst, err = strconv.ParseBool(v); err != nil {
 				return c, &configError{b.name, fmt.Sprintf("%q is not a boolean (true or false)", v)}
+			}
+		}
+	}
+	retention := []struct {
+		name string
+		dst  *time.Duration
+		def  time.Duration
+	}{
+		{"RETENTION_DELIVERED", &c.RetainDelivered, 72 * time.Hour},
+		{"RETENTION_DEAD", &c.RetainDead, 30 * 24 * time.Hour},
+		{"RETENTION_EVENTS", &c.RetainEvents, 90 * 24 * time.Hour},
+	}
+	for _, d := range retention {
+		*d.dst = d.def
+		if v := getenv(d.name); v != "" {
+			if *d.dst, err = time.ParseDuration(v); err != nil || *d.dst < 0 {
+				return c, &configError{d.name, fmt.Sprintf("%q is not a Go duration such as 72h (0 keeps rows forever)", v)}
 			}
 		}
 	}

@@ -16,15 +16,18 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
 	"github.com/safeflow/safeflow"
 	apihttp "github.com/safeflow/safeflow/internal/http"
+	"github.com/safeflow/safeflow/internal/outbox"
 	"github.com/safeflow/safeflow/internal/store"
 )
 
 const usage = `usage:
-  api serve                       run the HTTP API
+  api serve                       run the HTTP API (and the webhook relay unless RELAY_ENABLED=false)
+  api relay                       run the webhook relay alone (/healthz and /metrics on HTTP_ADDR)
   api migrate up|down|status      apply, roll back one, or list the schema migrations
   api apikey create --tenant NAME create the tenant if needed and print a new API key
 configuration is read from the environment; DATABASE_URL is required`
@@ -47,6 +50,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch {
 	case args[0] == "serve" && len(args) == 1:
 		err = serve(ctx, cfg, log)
+	case args[0] == "relay" && len(args) == 1:
+		err = relay(ctx, cfg, log)
 	case args[0] == "migrate" && len(args) == 2:
 		err = migrate(ctx, cfg, args[1], stdout)
 	case args[0] == "apikey" && len(args) >= 2 && args[1] == "create":
@@ -207,6 +212,7 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 	st := store.New(pool, store.Options{IdempotencyTTL: cfg.IdempotencyTTL, OnRetry: func(r string) { retries.WithLabelValues(r).Inc() }})
 	handler := apihttp.NewHandler(apihttp.Config{
 		Store: st, Logger: log, Metrics: apihttp.NewMetrics(reg), OpenAPI: safeflow.OpenAPI,
+		WebhookAllowPrivate: cfg.WebhookAllowPrivate,
 		Ready: func(ctx context.Context) error {
 			if err := pool.Ping(ctx); err != nil {
 				return fmt.Errorf("database unreachable: %w", err)
@@ -229,6 +235,12 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 		defer close(janitorDone)
 		janitor(jctx, st, purged, log)
 	}()
+	stopRelay := func(context.Context) error { return nil }
+	if cfg.RelayEnabled {
+		stopRelay = startRelay(ctx, pool, cfg, reg, log)
+	} else {
+		outbox.NewMetrics(reg, pool) // the backlog is worth watching from here too
+	}
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -236,15 +248,86 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 	case err := <-serveErr:
 		stopJanitor()
 		<-janitorDone
+		_ = stopRelay(context.Background())
 		return err
 	case <-ctx.Done():
 	}
-	log.Info().Msg("shutting down: draining in-flight requests")
+	log.Info().Msg("shutting down: draining in-flight requests and deliveries")
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err = srv.Shutdown(sctx)
 	stopJanitor()
 	<-janitorDone
+	if rerr := stopRelay(sctx); err == nil && rerr != nil {
+		err = rerr
+	}
+	if err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info().Msg("stopped")
+	return nil
+}
+
+// startRelay runs a webhook relay in the background. The returned function
+// stops it: no new claims, the deliveries in flight finish and are recorded
+// (or, if ctx ends first, are abandoned to their leases).
+func startRelay(ctx context.Context, pool *pgxpool.Pool, cfg config, reg prometheus.Registerer, log zerolog.Logger) func(context.Context) error {
+	r := outbox.NewRelay(pool, outbox.Config{
+		MaxAttempts: cfg.RelayMaxAttempts, BackoffBase: cfg.RelayBackoffBase, BackoffMax: cfg.RelayBackoffMax,
+		DeliveryTimeout: cfg.DeliveryTimeout, PollInterval: cfg.RelayPollInterval, PollOnly: cfg.RelayPollOnly,
+		AllowPrivate: cfg.WebhookAllowPrivate, Logger: log, Metrics: outbox.NewMetrics(reg, pool),
+		Retention: outbox.Retention{Delivered: cfg.RetainDelivered, Dead: cfg.RetainDead, Events: cfg.RetainEvents},
+	})
+	rctx, kill := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = r.Run(rctx)
+	}()
+	log.Info().Bool("poll_only", cfg.RelayPollOnly).Msg("webhook relay started")
+	return func(sctx context.Context) error {
+		defer kill()
+		err := r.Shutdown(sctx)
+		kill()
+		<-done
+		if err != nil {
+			return fmt.Errorf("relay: deliveries still in flight were abandoned to their leases: %w", err)
+		}
+		return nil
+	}
+}
+
+// relay runs the webhook relay alone, with /healthz and /metrics on
+// HTTP_ADDR, until ctx ends; then it finishes the deliveries in flight.
+func relay(ctx context.Context, cfg config, log zerolog.Logger) error {
+	pool, err := openPool(ctx, cfg.DatabaseURL, false)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}`))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return usageError("config: HTTP_ADDR: " + err.Error())
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	log.Info().Str("addr", ln.Addr().String()).Msg("relay listening for /healthz and /metrics")
+
+	stop := startRelay(ctx, pool, cfg, reg, log)
+	<-ctx.Done()
+	log.Info().Msg("shutting down: finishing deliveries in flight")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = stop(sctx)
+	_ = srv.Shutdown(sctx)
 	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}

@@ -41,6 +41,13 @@ func (s *server) routes(log zerolog.Logger) http.Handler {
 		r.Get("/payments", s.handleListPayments())
 		r.Post("/payments/batch", s.handleCreatePaymentBatch())
 		r.Get("/payments/{payment_id}", s.handleGetPayment())
+		r.Post("/webhook-endpoints", s.handleCreateEndpoint())
+		r.Get("/webhook-endpoints", s.handleListEndpoints())
+		r.Get("/webhook-endpoints/{endpoint_id}", s.handleGetEndpoint())
+		r.Delete("/webhook-endpoints/{endpoint_id}", s.handleDeleteEndpoint())
+		r.Post("/webhook-endpoints/{endpoint_id}/replay-dead", s.handleReplayDead())
+		r.Get("/webhook-deliveries", s.handleListDeliveries())
+		r.Post("/webhook-deliveries/{delivery_id}/retry", s.handleRetryDelivery())
 		for _, action := range []string{domain.ActionConfirm, domain.ActionSettle, domain.ActionCancel, domain.ActionRefund} {
 			r.Post("/payments/{payment_id}/"+action, s.handleTransition(action))
 		}

@@ -6,11 +6,13 @@ package http
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 
 	"github.com/rs/zerolog"
 
 	"github.com/safeflow/safeflow/internal/domain"
+	"github.com/safeflow/safeflow/internal/netguard"
 )
 
 // Store is what the API needs from the database; *store.Store satisfies it.
@@ -28,6 +30,13 @@ type Store interface {
 	GetPayment(ctx context.Context, tenantID, id string) (domain.Payment, error)
 	ListPayments(ctx context.Context, tenantID string, f domain.PaymentFilter, p domain.Page) ([]domain.Payment, string, error)
 	ListEvents(ctx context.Context, tenantID string, p domain.Page) ([]json.RawMessage, string, error)
+	CreateWebhookEndpoint(ctx context.Context, req domain.Request, in domain.NewWebhookEndpoint) (domain.Response, error)
+	GetWebhookEndpoint(ctx context.Context, tenantID, id string) (domain.WebhookEndpoint, error)
+	ListWebhookEndpoints(ctx context.Context, tenantID string, p domain.Page) ([]domain.WebhookEndpoint, string, error)
+	DeleteWebhookEndpoint(ctx context.Context, tenantID, id string) error
+	ListDeliveries(ctx context.Context, tenantID string, f domain.DeliveryFilter, p domain.Page) ([]domain.Delivery, string, error)
+	RetryDelivery(ctx context.Context, req domain.Request, id string) (domain.Response, error)
+	ReplayDead(ctx context.Context, req domain.Request, endpointID string) (domain.Response, error)
 }
 
 // Config wires a Handler.
@@ -39,6 +48,11 @@ type Config struct {
 	// answers and its schema is at the binary's version.
 	Ready   func(ctx context.Context) error
 	OpenAPI []byte // served at /openapi.yaml
+	// WebhookAllowPrivate lets webhook URLs point to loopback and private
+	// addresses (tests, local development).
+	WebhookAllowPrivate bool
+	// Resolver resolves webhook hosts (net.DefaultResolver when nil).
+	Resolver netguard.Resolver
 }
 
 type server struct {
@@ -46,10 +60,17 @@ type server struct {
 	metrics *Metrics
 	ready   func(ctx context.Context) error
 	openapi []byte
+
+	allowPrivate bool
+	resolver     netguard.Resolver
 }
 
 // NewHandler returns the whole API as one http.Handler.
 func NewHandler(c Config) http.Handler {
-	s := &server{store: c.Store, metrics: c.Metrics, ready: c.Ready, openapi: c.OpenAPI}
+	s := &server{store: c.Store, metrics: c.Metrics, ready: c.Ready, openapi: c.OpenAPI,
+		allowPrivate: c.WebhookAllowPrivate, resolver: c.Resolver}
+	if s.resolver == nil {
+		s.resolver = net.DefaultResolver
+	}
 	return s.routes(c.Logger)
 }

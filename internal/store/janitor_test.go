@@ -94,5 +94,5 @@ func TestExpiredKeysAreFreedAndPurged(t *testing.T) {
 	if r := create("fresh", "fp"); !r.Replayed {
 		t.Error("a live key was purged")
 	}
-	testdb.CheckInvariants(t, pool, true)
+	testdb.CheckInvariants(t, pool, testdb.KeysPurged)
 }

@@ -1,0 +1,169 @@
+package http
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/safeflow/safeflow/internal/domain"
+	"github.com/safeflow/safeflow/internal/netguard"
+)
+
+type createEndpointRequest struct {
+	URL        string   `json:"url"`
+	EventTypes []string `json:"event_types,omitempty"`
+}
+
+func (in createEndpointRequest) valid() []domain.FieldError {
+	var fe []domain.FieldError
+	if msg := domain.CheckWebhookURL(in.URL); msg != "" {
+		fe = append(fe, domain.FieldError{Field: "url", Message: msg})
+	}
+	return append(fe, domain.CheckEventTypes("event_types", in.EventTypes)...)
+}
+
+// checkDestination refuses a URL that is or resolves to a loopback,
+// private, link-local or multicast address, unless private ones are allowed.
+// The relay checks every connection again.
+func (s *server) checkDestination(ctx context.Context, raw string) error {
+	if s.allowPrivate {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	err := netguard.CheckURL(ctx, s.resolver, raw)
+	if errors.Is(err, netguard.ErrNotPublic) {
+		return domain.Invalid(domain.FieldError{Field: "url",
+			Message: "must not point to a loopback, private, link-local or multicast address (" + err.Error() + ")"})
+	}
+	return err
+}
+
+func endpointLocation(v any) string { return "/v1/webhook-endpoints/" + v.(domain.WebhookEndpoint).ID }
+
+func (s *server) handleCreateEndpoint() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		in, req, err := mutation[createEndpointRequest](w, r, rendered(r, http.StatusCreated, endpointLocation))
+		if err == nil {
+			err = s.checkDestination(r.Context(), in.URL)
+		}
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		resp, err := s.store.CreateWebhookEndpoint(r.Context(), req, domain.NewWebhookEndpoint{URL: in.URL, EventTypes: in.EventTypes})
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		writeResponse(w, resp)
+	}
+}
+
+func (s *server) handleGetEndpoint() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		e, err := s.store.GetWebhookEndpoint(r.Context(), tenantOf(r), chi.URLParam(r, "endpoint_id"))
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, e)
+	}
+}
+
+func (s *server) handleListEndpoints() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, err := page(r, domain.PrefixEndpoint)
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		items, next, err := s.store.ListWebhookEndpoints(r.Context(), tenantOf(r), p)
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, newList(items, next))
+	}
+}
+
+// handleDeleteEndpoint answers 204, then 404 for an endpoint already gone.
+// DELETE needs no Idempotency-Key: doing it twice has the effect of once.
+func (s *server) handleDeleteEndpoint() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := s.store.DeleteWebhookEndpoint(r.Context(), tenantOf(r), chi.URLParam(r, "endpoint_id")); err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// emptyRequest is the body of an action: nothing, or {}.
+type emptyRequest = transitionRequest
+
+func (s *server) handleReplayDead() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		_, req, err := mutation[emptyRequest](w, r, rendered(r, http.StatusOK, noLocation))
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		resp, err := s.store.ReplayDead(r.Context(), req, chi.URLParam(r, "endpoint_id"))
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		writeResponse(w, resp)
+	}
+}
+
+func (s *server) handleRetryDelivery() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		_, req, err := mutation[emptyRequest](w, r, rendered(r, http.StatusOK, noLocation))
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		resp, err := s.store.RetryDelivery(r.Context(), req, chi.URLParam(r, "delivery_id"))
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		writeResponse(w, resp)
+	}
+}
+
+func (s *server) handleListDeliveries() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, err := page(r, domain.PrefixDelivery)
+		var fe []domain.FieldError
+		if de := (*domain.Error)(nil); errors.As(err, &de) {
+			fe = de.Fields
+		}
+		q := r.URL.Query()
+		f := domain.DeliveryFilter{Status: q.Get("status"), EndpointID: q.Get("endpoint_id")}
+		// An empty value is no filter, as on GET /v1/payments.
+		if f.Status != "" && !slices.Contains(domain.DeliveryStatuses, f.Status) {
+			fe = append(fe, domain.FieldError{Field: "status", Message: "must be one of " + strings.Join(domain.DeliveryStatuses, ", ")})
+		}
+		if f.EndpointID != "" && !domain.ValidID(domain.PrefixEndpoint, f.EndpointID) {
+			fe = append(fe, domain.FieldError{Field: "endpoint_id", Message: "must be a webhook endpoint id (we_…)"})
+		}
+		if len(fe) > 0 {
+			s.writeProblem(w, r, domain.Invalid(fe...))
+			return
+		}
+		items, next, err := s.store.ListDeliveries(r.Context(), tenantOf(r), f, p)
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, newList(items, next))
+	}
+}

@@ -1,0 +1,77 @@
+package outbox
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the relay's Prometheus collectors.
+type Metrics struct {
+	deliveries *prometheus.CounterVec // by final outcome of an attempt's record
+	attempts   *prometheus.CounterVec // HTTP attempts by result
+	latency    prometheus.Histogram   // event created → delivered
+	claimed    prometheus.Histogram   // rows per claim
+	purged     *prometheus.CounterVec
+}
+
+// NewMetrics registers the relay's collectors on reg, including gauges of
+// the backlog read from pool at scrape time.
+func NewMetrics(reg prometheus.Registerer, pool *pgxpool.Pool) *Metrics {
+	m := &Metrics{
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "safeflow_webhook_deliveries_total",
+			Help: "Recorded delivery attempts by outcome: delivered, retry (failed, will be retried), dead, " +
+				"or lease_lost (another relay took the delivery over; nothing recorded)."}, []string{"outcome"}),
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "safeflow_webhook_attempts_total",
+			Help: "HTTP delivery attempts by result: 2xx, 3xx, 4xx, 5xx, timeout, refused (non-public address), network_error, skipped (endpoint disabled)."},
+			[]string{"result"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "safeflow_webhook_delivery_latency_seconds",
+			Help:    "From the event's transaction to the receiver's 2xx, for delivered events.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 3600}}),
+		claimed: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "safeflow_relay_claim_batch_size",
+			Help: "Deliveries claimed per claim query.", Buckets: []float64{0, 1, 2, 4, 8, 16, 32, 64, 128}}),
+		purged: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "safeflow_outbox_purged_total",
+			Help: "Rows deleted by retention: delivered and dead deliveries, events."}, []string{"kind"}),
+	}
+	for _, o := range []string{"delivered", "retry", "dead", "lease_lost"} {
+		m.deliveries.WithLabelValues(o)
+	}
+	reg.MustRegister(m.deliveries, m.attempts, m.latency, m.claimed, m.purged, &backlog{pool: pool})
+	return m
+}
+
+// backlog reads the delivery table's state when scraped.
+type backlog struct{ pool *pgxpool.Pool }
+
+var (
+	pendingDesc = prometheus.NewDesc("safeflow_webhook_backlog", "Deliveries pending (due, waiting for a retry, or in flight).", nil, nil)
+	deadDesc    = prometheus.NewDesc("safeflow_webhook_dead", "Deliveries dead and kept for replay.", nil, nil)
+	oldestDesc  = prometheus.NewDesc("safeflow_webhook_oldest_pending_age_seconds", "Age of the oldest undelivered pending delivery (0 when none).", nil, nil)
+)
+
+func (b *backlog) Describe(ch chan<- *prometheus.Desc) {
+	ch <- pendingDesc
+	ch <- deadDesc
+	ch <- oldestDesc
+}
+
+const backlogStats = `
+SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'dead'),
+       coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending')), 0)::float8
+FROM webhook_deliveries WHERE status <> 'delivered'`
+
+func (b *backlog) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var pending, dead int64
+	var oldest float64
+	if err := b.pool.QueryRow(ctx, backlogStats).Scan(&pending, &dead, &oldest); err != nil {
+		ch <- prometheus.NewInvalidMetric(pendingDesc, err)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, float64(pending))
+	ch <- prometheus.MustNewConstMetric(deadDesc, prometheus.GaugeValue, float64(dead))
+	ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, oldest)
+}

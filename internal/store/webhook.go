@@ -1,0 +1,255 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/safeflow/safeflow/internal/domain"
+)
+
+// The tenant's webhook lock: event inserts take it SHARED (the fan-out
+// trigger of migrations/00004_webhooks.sql), creating or deleting an
+// endpoint takes it EXCLUSIVE, so an endpoint receives exactly the events
+// that commit after it does.
+const lockWebhooks = `SELECT pg_advisory_xact_lock(7301, hashtext($1))`
+
+// notifyRelays wakes the relays when the transaction commits.
+const notifyRelays = `SELECT pg_notify('safeflow_deliveries', '')`
+
+const endpointColumns = `id, tenant_id, url, event_types, status, created_at`
+
+type endpointRow struct {
+	ID         string    `db:"id"`
+	TenantID   string    `db:"tenant_id"`
+	URL        string    `db:"url"`
+	EventTypes []string  `db:"event_types"`
+	Status     string    `db:"status"`
+	CreatedAt  time.Time `db:"created_at"`
+}
+
+func (r endpointRow) endpoint() domain.WebhookEndpoint {
+	return domain.WebhookEndpoint{ID: r.ID, Object: "webhook_endpoint", URL: r.URL, EventTypes: r.EventTypes,
+		Status: r.Status, CreatedAt: r.CreatedAt.UTC(), TenantID: r.TenantID}
+}
+
+const insertEndpoint = `
+INSERT INTO webhook_endpoints (id, tenant_id, url, event_types, secret, status, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)`
+
+// CreateWebhookEndpoint subscribes a URL. The answer, secret included, is
+// stored like any other, so a replay of the request shows the same secret.
+func (s *Store) CreateWebhookEndpoint(ctx context.Context, req domain.Request, in domain.NewWebhookEndpoint) (domain.Response, error) {
+	return s.safeFlow(ctx, req, func(ctx context.Context, tx pgx.Tx) (any, *pgx.Batch, error) {
+		e := in.Create(req.TenantID, s.now())
+		b := &pgx.Batch{}
+		b.Queue(lockWebhooks, req.TenantID)
+		b.Queue(insertEndpoint, e.ID, e.TenantID, e.URL, e.EventTypes, e.Secret, e.Status, e.CreatedAt)
+		return e, b, nil
+	})
+}
+
+const selectEndpoint = `SELECT ` + endpointColumns + ` FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2`
+
+// GetWebhookEndpoint returns the tenant's endpoint id, without its secret.
+func (s *Store) GetWebhookEndpoint(ctx context.Context, tenantID, id string) (domain.WebhookEndpoint, error) {
+	e, err := getEndpoint(ctx, s.pool, tenantID, id, selectEndpoint)
+	return e, s.public(err)
+}
+
+func getEndpoint(ctx context.Context, q querier, tenantID, id, query string) (domain.WebhookEndpoint, error) {
+	if !domain.ValidID(domain.PrefixEndpoint, id) {
+		return domain.WebhookEndpoint{}, domain.NotFound("webhook endpoint", id)
+	}
+	rows, _ := q.Query(ctx, query, tenantID, id)
+	r, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[endpointRow])
+	if errors.Is(err, pgx.ErrNoRows) {
+		return domain.WebhookEndpoint{}, domain.NotFound("webhook endpoint", id)
+	}
+	if err != nil {
+		return domain.WebhookEndpoint{}, err
+	}
+	return r.endpoint(), nil
+}
+
+const listEndpoints = `SELECT ` + endpointColumns + ` FROM webhook_endpoints
+WHERE tenant_id = $1 AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3`
+
+// ListWebhookEndpoints returns a page of the tenant's endpoints, newest first.
+func (s *Store) ListWebhookEndpoints(ctx context.Context, tenantID string, p domain.Page) ([]domain.WebhookEndpoint, string, error) {
+	rows, _ := s.pool.Query(ctx, listEndpoints, tenantID, p.After, p.Limit+1)
+	rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[endpointRow])
+	if err != nil {
+		return nil, "", s.public(err)
+	}
+	out := make([]domain.WebhookEndpoint, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, r.endpoint())
+	}
+	out, next := domain.Paginate(out, p.Limit, func(e domain.WebhookEndpoint) string { return e.ID })
+	return out, next, nil
+}
+
+const (
+	deleteEndpointDeliveries = `DELETE FROM webhook_deliveries WHERE tenant_id = $1 AND endpoint_id = $2`
+	deleteEndpoint           = `DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2`
+)
+
+// DeleteWebhookEndpoint removes the endpoint and its deliveries: nothing
+// more is sent to it, including what was still pending or dead. A relay
+// that is sending one of them right now finds its row gone and records
+// nothing.
+func (s *Store) DeleteWebhookEndpoint(ctx context.Context, tenantID, id string) error {
+	if !domain.ValidID(domain.PrefixEndpoint, id) {
+		return domain.NotFound("webhook endpoint", id)
+	}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		b.Queue(lockWebhooks, tenantID)
+		b.Queue(deleteEndpointDeliveries, tenantID, id)
+		var found bool
+		b.Queue(deleteEndpoint, tenantID, id).Exec(func(ct pgconn.CommandTag) error {
+			found = ct.RowsAffected() == 1
+			return nil
+		})
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
+		if !found {
+			return domain.NotFound("webhook endpoint", id)
+		}
+		return nil
+	})
+	return s.public(err)
+}
+
+const deliveryColumns = `id, event_id, endpoint_id, status, attempts, last_error, last_status_code,
+	CASE WHEN status = 'pending' THEN next_attempt_at END AS next_attempt_at, delivered_at, created_at`
+
+type deliveryRow struct {
+	ID             string     `db:"id"`
+	EventID        string     `db:"event_id"`
+	EndpointID     string     `db:"endpoint_id"`
+	Status         string     `db:"status"`
+	Attempts       int        `db:"attempts"`
+	LastError      *string    `db:"last_error"`
+	LastStatusCode *int       `db:"last_status_code"`
+	NextAttemptAt  *time.Time `db:"next_attempt_at"`
+	DeliveredAt    *time.Time `db:"delivered_at"`
+	CreatedAt      time.Time  `db:"created_at"`
+}
+
+func (r deliveryRow) delivery() domain.Delivery {
+	return domain.Delivery{ID: r.ID, Object: "webhook_delivery", EventID: r.EventID, EndpointID: r.EndpointID,
+		Status: r.Status, Attempts: r.Attempts, LastError: r.LastError, LastStatusCode: r.LastStatusCode,
+		NextAttemptAt: utc(r.NextAttemptAt), DeliveredAt: utc(r.DeliveredAt), CreatedAt: r.CreatedAt.UTC()}
+}
+
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+// Three shapes of the list, one per index: an endpoint's deliveries, the
+// undelivered ones of a status, or all of the tenant's.
+const (
+	listDeliveriesSelect   = `SELECT ` + deliveryColumns + ` FROM webhook_deliveries WHERE tenant_id = $1 AND ($2 = '' OR id < $2) `
+	listEndpointDeliveries = listDeliveriesSelect + `AND endpoint_id = $4 AND ($3 = '' OR status = $3) ORDER BY endpoint_id DESC, id DESC LIMIT $5`
+	listOpenDeliveries     = listDeliveriesSelect + `AND status = $3 AND status <> 'delivered' AND $4 = '' ORDER BY status DESC, id DESC LIMIT $5`
+	listTenantDeliveries   = listDeliveriesSelect + `AND ($3 = '' OR status = $3) AND $4 = '' ORDER BY id DESC LIMIT $5`
+)
+
+// ListDeliveries returns a page of the tenant's deliveries, newest first.
+func (s *Store) ListDeliveries(ctx context.Context, tenantID string, f domain.DeliveryFilter, p domain.Page) ([]domain.Delivery, string, error) {
+	q := listTenantDeliveries
+	switch {
+	case f.EndpointID != "":
+		q = listEndpointDeliveries
+	case f.Status == domain.DeliveryPending || f.Status == domain.DeliveryDead:
+		q = listOpenDeliveries
+	}
+	rows, _ := s.pool.Query(ctx, q, tenantID, p.After, f.Status, f.EndpointID, p.Limit+1)
+	rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[deliveryRow])
+	if err != nil {
+		return nil, "", s.public(err)
+	}
+	out := make([]domain.Delivery, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, r.delivery())
+	}
+	out, next := domain.Paginate(out, p.Limit, func(d domain.Delivery) string { return d.ID })
+	return out, next, nil
+}
+
+const lockDelivery = `SELECT ` + deliveryColumns + ` FROM webhook_deliveries WHERE tenant_id = $1 AND id = $2 FOR UPDATE`
+
+// A retried delivery keeps its id, event (so its webhook-id) and last error;
+// its attempts start again.
+const reviveDeliveries = `
+UPDATE webhook_deliveries
+SET status = 'pending', attempts = 0, next_attempt_at = $3, finished_at = NULL, lease = NULL, replays = replays + 1
+WHERE tenant_id = $1 AND id = ANY ($2) AND status = 'dead'`
+
+const enableEndpoint = `UPDATE webhook_endpoints SET status = 'enabled' WHERE tenant_id = $1 AND id = $2 AND status = 'disabled'`
+
+// RetryDelivery makes a dead delivery pending again and wakes the relays.
+// Its endpoint is enabled again if a 410 had disabled it: retrying says the
+// receiver is back.
+func (s *Store) RetryDelivery(ctx context.Context, req domain.Request, id string) (domain.Response, error) {
+	return s.safeFlow(ctx, req, func(ctx context.Context, tx pgx.Tx) (any, *pgx.Batch, error) {
+		if !domain.ValidID(domain.PrefixDelivery, id) {
+			return nil, nil, domain.NotFound("webhook delivery", id)
+		}
+		rows, _ := tx.Query(ctx, lockDelivery, req.TenantID, id)
+		r, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[deliveryRow])
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, nil, domain.NotFound("webhook delivery", id)
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		d, err := r.delivery().Retry(s.now())
+		if err != nil {
+			return nil, nil, err
+		}
+		b := &pgx.Batch{}
+		b.Queue(reviveDeliveries, req.TenantID, []string{d.ID}, *d.NextAttemptAt).Exec(expectOne)
+		b.Queue(enableEndpoint, req.TenantID, d.EndpointID)
+		b.Queue(notifyRelays)
+		return d, b, nil
+	})
+}
+
+const (
+	lockEndpoint     = selectEndpoint + ` FOR UPDATE`
+	lockDeadOfTarget = `SELECT id FROM webhook_deliveries WHERE tenant_id = $1 AND status = 'dead' AND endpoint_id = $2 ORDER BY id FOR UPDATE`
+)
+
+// ReplayDead makes every dead delivery of the endpoint pending again (with
+// its webhook-id kept) and enables the endpoint. Only dead rows move, so
+// replaying again moves nothing new.
+func (s *Store) ReplayDead(ctx context.Context, req domain.Request, endpointID string) (domain.Response, error) {
+	return s.safeFlow(ctx, req, func(ctx context.Context, tx pgx.Tx) (any, *pgx.Batch, error) {
+		if _, err := getEndpoint(ctx, tx, req.TenantID, endpointID, lockEndpoint); err != nil {
+			return nil, nil, err
+		}
+		rows, _ := tx.Query(ctx, lockDeadOfTarget, req.TenantID, endpointID)
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return nil, nil, err
+		}
+		b := &pgx.Batch{}
+		b.Queue(enableEndpoint, req.TenantID, endpointID)
+		if len(ids) > 0 {
+			b.Queue(reviveDeliveries, req.TenantID, ids, s.now())
+			b.Queue(notifyRelays)
+		}
+		return domain.Replay{Object: "webhook_replay", EndpointID: endpointID, Replayed: len(ids)}, b, nil
+	})
+}
