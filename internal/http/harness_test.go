@@ -55,6 +55,8 @@ type harness struct {
 	retries atomic.Int64
 	// deadlocks counts retries caused by 40P01; the lock order should keep it at 0.
 	deadlocks atomic.Int64
+	// purged names what the scenario purged by design, for the invariants.
+	purged []testdb.Purged
 }
 
 // newHarness starts the API on a new database. When the test ends, the
@@ -76,11 +78,12 @@ func newHarness(t *testing.T, opts ...func(*store.Options)) *harness {
 		Store: h.store, Logger: zerolog.New(os.Stderr).Level(zerolog.WarnLevel), // shown when a test fails
 		Metrics: apihttp.NewMetrics(prometheus.NewRegistry()),
 		Ready:   h.store.Ping, OpenAPI: safeflow.OpenAPI,
+		WebhookAllowPrivate: true, // receivers are httptest servers on 127.0.0.1
 	}))
 	t.Cleanup(srv.Close)
 	h.url = srv.URL
 	h.key = h.newKey(t, "acme")
-	t.Cleanup(func() { testdb.CheckInvariants(t, h.pool) })
+	t.Cleanup(func() { testdb.CheckInvariants(t, h.pool, h.purged...) })
 	return h
 }
 
