@@ -6,9 +6,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -38,6 +40,8 @@ func TestBadConfigurationNamesTheVariable(t *testing.T) {
 		{map[string]string{"DATABASE_URL": "postgres://x/y", "WEBHOOK_ALLOW_PRIVATE": "yes please"}, "WEBHOOK_ALLOW_PRIVATE"},
 		{map[string]string{"DATABASE_URL": "postgres://x/y", "RELAY_BACKOFF_BASE": "1m", "RELAY_BACKOFF_MAX": "1s"}, "RELAY_BACKOFF_MAX"},
 		{map[string]string{"DATABASE_URL": "not a url at all ::"}, "DATABASE_URL"},
+		{map[string]string{"DATABASE_URL": "postgres://x/y", "RELAY_POLL_ONLY": "sometimes"}, "RELAY_POLL_ONLY"},
+		{map[string]string{"DATABASE_URL": "postgres://x/y", "RETENTION_DEAD": "forever"}, "RETENTION_DEAD"},
 	}
 	for _, tc := range tests {
 		var stdout, stderr bytes.Buffer
@@ -66,7 +70,9 @@ func TestBinaryEndToEnd(t *testing.T) {
 		}
 	})
 	addr := freeAddr(t)
-	vars := map[string]string{"DATABASE_URL": dbURL, "HTTP_ADDR": addr, "LOG_LEVEL": "warn"}
+	// The API runs without its relay; `api relay` delivers below.
+	vars := map[string]string{"DATABASE_URL": dbURL, "HTTP_ADDR": addr, "LOG_LEVEL": "warn",
+		"RELAY_ENABLED": "false", "WEBHOOK_ALLOW_PRIVATE": "true"}
 	cmd := func(args ...string) string {
 		t.Helper()
 		var stdout, stderr bytes.Buffer
@@ -99,7 +105,7 @@ func TestBinaryEndToEnd(t *testing.T) {
 
 	ctx, sigterm := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	var stderr bytes.Buffer
+	var stderr syncBuffer
 	go func() { done <- run(ctx, []string{"serve"}, env(vars), io.Discard, &stderr) }()
 	base := "http://" + addr
 	waitReady(t, base)
@@ -117,9 +123,47 @@ func TestBinaryEndToEnd(t *testing.T) {
 		b, _ := io.ReadAll(res.Body)
 		return res, string(b)
 	}
+	hooks := make(chan string, 10)
+	receiver := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		hooks <- r.Header.Get("webhook-id")
+	}))
+	defer receiver.Close()
+	if res, body := do("POST", "/v1/webhook-endpoints", `{"url":"`+receiver.URL+`"}`); res.StatusCode != http.StatusCreated {
+		t.Fatalf("create webhook endpoint: %d %s", res.StatusCode, body)
+	}
 	res, body := do("POST", "/v1/accounts", `{"currency":"USD"}`)
 	if res.StatusCode != http.StatusCreated {
 		t.Fatalf("create account: %d %s", res.StatusCode, body)
+	}
+	if _, body := do("GET", "/metrics", ""); !strings.Contains(body, "safeflow_webhook_backlog 1") {
+		t.Errorf("/metrics of an API without relay does not show the pending delivery")
+	}
+	// `api relay` alone delivers it, serves its metrics and stops on SIGTERM.
+	relayVars := map[string]string{"DATABASE_URL": dbURL, "HTTP_ADDR": freeAddr(t), "LOG_LEVEL": "warn", "WEBHOOK_ALLOW_PRIVATE": "true"}
+	rctx, stopRelay := context.WithCancel(context.Background())
+	relayDone := make(chan int, 1)
+	go func() { relayDone <- run(rctx, []string{"relay"}, env(relayVars), io.Discard, &stderr) }()
+	select {
+	case id := <-hooks:
+		if !strings.HasPrefix(id, "evt_") {
+			t.Errorf("webhook-id %q", id)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("api relay did not deliver the account's event")
+	}
+	waitStatus(t, "http://"+relayVars["HTTP_ADDR"]+"/healthz")
+	if res, err := http.Get("http://" + relayVars["HTTP_ADDR"] + "/metrics"); err != nil {
+		t.Error(err)
+	} else {
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if !strings.Contains(string(b), `safeflow_webhook_deliveries_total{outcome="delivered"} 1`) {
+			t.Errorf("the relay's /metrics does not count the delivery")
+		}
+	}
+	stopRelay()
+	if code := <-relayDone; code != 0 {
+		t.Errorf("api relay exited %d after SIGTERM, want 0: %s", code, stderr.String())
 	}
 	acct := res.Header.Get("Location")
 	for path, want := range map[string]string{
@@ -230,4 +274,22 @@ func waitReady(t *testing.T, base string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatal("/readyz never became 200")
+}
+
+// syncBuffer is a bytes.Buffer two goroutines may write.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
