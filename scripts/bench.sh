@@ -19,7 +19,9 @@ go build -o bin/loadgen ./cmd/loadgen
 
 DATABASE_URL=$DB_URL ./bin/api migrate up >/dev/null
 KEY=$(DATABASE_URL=$DB_URL ./bin/api apikey create --tenant bench)
-DATABASE_URL=$DB_URL HTTP_ADDR=127.0.0.1:$PORT LOG_LEVEL=error ./bin/api serve &
+# The API runs its relay in-process (the default); the relay scenario's
+# receiver listens on 127.0.0.1, hence WEBHOOK_ALLOW_PRIVATE.
+DATABASE_URL=$DB_URL HTTP_ADDR=127.0.0.1:$PORT LOG_LEVEL=error WEBHOOK_ALLOW_PRIVATE=true ./bin/api serve &
 API=$!
 trap 'kill $API 2>/dev/null; wait $API 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
@@ -33,8 +35,17 @@ tps1=$(pgb)
 echo
 out=$(mktemp)
 for s in ${BENCH_SCENARIOS:-deposits-spread deposits-hot withdrawals replays payments payments-merchant}; do
+  [[ $s == relay ]] && continue
   ./bin/loadgen -url "http://127.0.0.1:$PORT" -key "$KEY" -db "$DB_URL" -scenario $s -c "$C" -d "$D" | tee -a "$out"
 done
+
+# The relay: deposits at a steady rate with one webhook endpoint (latency),
+# then as fast as the clients go (does delivery keep up with writing?).
+if [[ -z "${BENCH_SCENARIOS:-}" || "${BENCH_SCENARIOS:-}" == *relay* ]]; then
+  for rate in ${BENCH_RELAY_RATE:-300} 0; do
+    ./bin/loadgen -url "http://127.0.0.1:$PORT" -key "$KEY" -db "$DB_URL" -scenario relay -rate "$rate" -c "$C" -d "$D"
+  done
+fi
 
 tps2=$(pgb)
 tps=$(( (tps1 + tps2) / 2 ))

@@ -13,6 +13,8 @@
 //	replays          every request repeats one key: the replay path
 //	payments         each worker creates a payment between its own two accounts and confirms it
 //	payments-merchant  as payments, but every worker pays the same payee (one hot row)
+//	relay            deposits-spread at -rate requests/s with a webhook endpoint on a local
+//	                 receiver: deliveries/s and commit → delivery latency (the API's relay)
 //
 // For the payment scenarios every iteration is two requests (create, then
 // confirm); req/s counts both, and payments/s is half of it.
@@ -25,6 +27,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -42,8 +45,9 @@ func main() {
 	scenario := flag.String("scenario", "deposits-spread", "deposits-spread, deposits-hot, withdrawals, replays, payments or payments-merchant")
 	conc := flag.Int("c", 16, "concurrent clients")
 	dur := flag.Duration("d", 10*time.Second, "duration")
+	rate := flag.Int("rate", 0, "requests per second across all clients (0: as fast as they go)")
 	flag.Parse()
-	if err := run(*url, *key, *db, *scenario, *conc, *dur); err != nil {
+	if err := run(*url, *key, *db, *scenario, *conc, *dur, *rate); err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 		os.Exit(1)
 	}
@@ -135,7 +139,7 @@ func (c *client) payment(payer, payee string) func() []outcome {
 	}
 }
 
-func run(base, key, dbURL, scenario string, conc int, dur time.Duration) error {
+func run(base, key, dbURL, scenario string, conc int, dur time.Duration, rate int) error {
 	c := &client{base: base, key: key, run: fmt.Sprint(time.Now().UnixNano()),
 		http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc * 2}, Timeout: 30 * time.Second}}
 
@@ -153,9 +157,17 @@ func run(base, key, dbURL, scenario string, conc int, dur time.Duration) error {
 		}
 		return hot, nil
 	}
+	var sink *receiver
+	if scenario == "relay" {
+		var err error
+		if sink, err = c.subscribe(); err != nil {
+			return err
+		}
+		defer sink.close(c)
+	}
 	for i := range iters {
 		switch scenario {
-		case "deposits-spread", "withdrawals":
+		case "deposits-spread", "withdrawals", "relay":
 			var fund int64
 			if scenario == "withdrawals" {
 				fund = 1_000_000_000
@@ -164,7 +176,7 @@ func run(base, key, dbURL, scenario string, conc int, dur time.Duration) error {
 			if err != nil {
 				return err
 			}
-			kind := map[string]string{"deposits-spread": "deposits", "withdrawals": "withdrawals"}[scenario]
+			kind := map[string]string{"deposits-spread": "deposits", "withdrawals": "withdrawals", "relay": "deposits"}[scenario]
 			iters[i] = c.single("/v1/accounts/"+id+"/"+kind, "", `{"amount":1}`)
 		case "deposits-hot", "replays":
 			id, err := hotAccount()
@@ -194,9 +206,23 @@ func run(base, key, dbURL, scenario string, conc int, dur time.Duration) error {
 		}
 	}
 
+	if sink != nil {
+		sink.reset() // the accounts' own events are not part of the figure
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), dur)
 	defer cancel()
 	lockWaits := sampleLockWaits(ctx, dbURL)
+	pace := func() {}
+	if rate > 0 {
+		tick := time.NewTicker(time.Second / time.Duration(rate))
+		defer tick.Stop()
+		pace = func() {
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+			}
+		}
+	}
 
 	var (
 		mu        sync.Mutex
@@ -210,7 +236,7 @@ func run(base, key, dbURL, scenario string, conc int, dur time.Duration) error {
 		go func() {
 			defer wg.Done()
 			var local []time.Duration
-			for ctx.Err() == nil {
+			for pace(); ctx.Err() == nil; pace() {
 				outs := iters[i]()
 				mu.Lock()
 				for _, o := range outs {
@@ -236,6 +262,14 @@ func run(base, key, dbURL, scenario string, conc int, dur time.Duration) error {
 		return latencies[min(len(latencies)-1, int(float64(len(latencies))*p))]
 	}
 	waits := <-lockWaits
+	if sink != nil {
+		ok := len(latencies)
+		for _, n := range failures {
+			ok -= n
+		}
+		sink.report(ok, start, conc, rate)
+		return nil
+	}
 	fmt.Printf("%-18s c=%-3d requests=%-7d req/s=%-8.0f p50=%-8s p99=%-8s failures=%v row-lock-waiters(avg)=%s\n",
 		scenario, conc, len(latencies), float64(len(latencies))/elapsed.Seconds(),
 		pct(0.50).Round(10*time.Microsecond), pct(0.99).Round(10*time.Microsecond), failures, waits)
@@ -278,4 +312,92 @@ func sampleLockWaits(ctx context.Context, dbURL string) <-chan string {
 		}
 	}()
 	return out
+}
+
+// receiver is a local webhook endpoint that notes when each event arrives.
+type receiver struct {
+	srv        *http.Server
+	endpointID string
+	mu         sync.Mutex
+	seen       map[string]bool
+	latencies  []time.Duration // event created_at → received
+	last       time.Time
+}
+
+// subscribe starts a receiver and points a webhook endpoint at it.
+func (c *client) subscribe() (*receiver, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	r := &receiver{seen: map[string]bool{}}
+	r.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		var env struct {
+			CreatedAt time.Time `json:"created_at"`
+		}
+		body, _ := io.ReadAll(req.Body)
+		_ = json.Unmarshal(body, &env)
+		now := time.Now()
+		r.mu.Lock()
+		if id := req.Header.Get("webhook-id"); !r.seen[id] {
+			r.seen[id] = true
+			r.latencies = append(r.latencies, now.Sub(env.CreatedAt))
+			r.last = now
+		}
+		r.mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	})}
+	go func() { _ = r.srv.Serve(ln) }()
+	st, b, err := c.post("/v1/webhook-endpoints", "", fmt.Sprintf(`{"url":"http://%s/hook"}`, ln.Addr()))
+	if err != nil || st != http.StatusCreated {
+		return nil, fmt.Errorf("create webhook endpoint (is the API running with WEBHOOK_ALLOW_PRIVATE=true?): %d %s %v", st, b, err)
+	}
+	var e struct{ ID string }
+	_ = json.Unmarshal(b, &e)
+	r.endpointID = e.ID
+	return r, nil
+}
+
+func (r *receiver) reset() {
+	time.Sleep(2 * time.Second) // let the setup's events arrive
+	r.mu.Lock()
+	r.latencies, r.last = nil, time.Time{}
+	r.mu.Unlock()
+}
+
+// report waits up to 30 s for the events of the run to arrive, then prints
+// deliveries/s and latency percentiles.
+func (r *receiver) report(events int, start time.Time, conc, rate int) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r.mu.Lock()
+		n := len(r.latencies)
+		r.mu.Unlock()
+		if n >= events || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ls := slices.Clone(r.latencies)
+	slices.Sort(ls)
+	pct := func(p float64) time.Duration {
+		if len(ls) == 0 {
+			return 0
+		}
+		return ls[min(len(ls)-1, int(float64(len(ls))*p))].Round(100 * time.Microsecond)
+	}
+	span := r.last.Sub(start).Seconds()
+	fmt.Printf("%-18s c=%-3d rate=%-5d events=%-7d delivered=%-7d deliveries/s=%-7.0f commit→delivery p50=%-8s p99=%-8s max=%s\n",
+		"relay", conc, rate, events, len(ls), float64(len(ls))/span, pct(0.5), pct(0.99), pct(1))
+}
+
+func (r *receiver) close(c *client) {
+	req, _ := http.NewRequest(http.MethodDelete, c.base+"/v1/webhook-endpoints/"+r.endpointID, nil)
+	req.Header.Set("Authorization", "Bearer "+c.key)
+	if res, err := c.http.Do(req); err == nil {
+		res.Body.Close()
+	}
+	_ = r.srv.Close()
 }
