@@ -99,14 +99,7 @@ type querier interface {
 }
 
 func getAccount(ctx context.Context, q querier, tenantID, id, query string) (domain.Account, error) {
-	if !domain.ValidID(domain.PrefixAccount, id) { // no such id can exist; it may not even be UTF-8
-		return domain.Account{}, domain.NotFound("account", id)
-	}
-	rows, _ := q.Query(ctx, query, tenantID, id)
-	r, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[accountRow])
-	if errors.Is(err, pgx.ErrNoRows) {
-		return domain.Account{}, domain.NotFound("account", id)
-	}
+	r, err := findOne[accountRow](ctx, q, query, "account", domain.PrefixAccount, tenantID, id)
 	if err != nil {
 		return domain.Account{}, err
 	}

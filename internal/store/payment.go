@@ -231,14 +231,7 @@ func (r paymentRow) payment() domain.Payment {
 const selectPayment = `SELECT ` + paymentColumns + ` FROM payments WHERE tenant_id = $1 AND id = $2`
 
 func getPayment(ctx context.Context, q querier, tenantID, id, query string) (domain.Payment, error) {
-	if !domain.ValidID(domain.PrefixPayment, id) {
-		return domain.Payment{}, domain.NotFound("payment", id)
-	}
-	rows, _ := q.Query(ctx, query, tenantID, id)
-	r, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[paymentRow])
-	if errors.Is(err, pgx.ErrNoRows) {
-		return domain.Payment{}, domain.NotFound("payment", id)
-	}
+	r, err := findOne[paymentRow](ctx, q, query, "payment", domain.PrefixPayment, tenantID, id)
 	if err != nil {
 		return domain.Payment{}, err
 	}

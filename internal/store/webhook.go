@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -61,14 +60,7 @@ func (s *Store) GetWebhookEndpoint(ctx context.Context, tenantID, id string) (do
 }
 
 func getEndpoint(ctx context.Context, q querier, tenantID, id, query string) (domain.WebhookEndpoint, error) {
-	if !domain.ValidID(domain.PrefixEndpoint, id) {
-		return domain.WebhookEndpoint{}, domain.NotFound("webhook endpoint", id)
-	}
-	rows, _ := q.Query(ctx, query, tenantID, id)
-	r, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[endpointRow])
-	if errors.Is(err, pgx.ErrNoRows) {
-		return domain.WebhookEndpoint{}, domain.NotFound("webhook endpoint", id)
-	}
+	r, err := findOne[endpointRow](ctx, q, query, "webhook endpoint", domain.PrefixEndpoint, tenantID, id)
 	if err != nil {
 		return domain.WebhookEndpoint{}, err
 	}
@@ -203,14 +195,7 @@ const enableEndpoint = `UPDATE webhook_endpoints SET status = 'enabled' WHERE te
 // receiver is back.
 func (s *Store) RetryDelivery(ctx context.Context, req domain.Request, id string) (domain.Response, error) {
 	return s.safeFlow(ctx, req, func(ctx context.Context, tx pgx.Tx) (any, *pgx.Batch, error) {
-		if !domain.ValidID(domain.PrefixDelivery, id) {
-			return nil, nil, domain.NotFound("webhook delivery", id)
-		}
-		rows, _ := tx.Query(ctx, lockDelivery, req.TenantID, id)
-		r, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[deliveryRow])
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, nil, domain.NotFound("webhook delivery", id)
-		}
+		r, err := findOne[deliveryRow](ctx, tx, lockDelivery, "webhook delivery", domain.PrefixDelivery, req.TenantID, id)
 		if err != nil {
 			return nil, nil, err
 		}
