@@ -152,14 +152,22 @@ func TestBinaryEndToEnd(t *testing.T) {
 		t.Fatal("api relay did not deliver the account's event")
 	}
 	waitStatus(t, "http://"+relayVars["HTTP_ADDR"]+"/healthz")
-	if res, err := http.Get("http://" + relayVars["HTTP_ADDR"] + "/metrics"); err != nil {
-		t.Error(err)
-	} else {
+	// The outcome is recorded once the receiver has answered: poll for it.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		res, err := http.Get("http://" + relayVars["HTTP_ADDR"] + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
 		b, _ := io.ReadAll(res.Body)
 		res.Body.Close()
-		if !strings.Contains(string(b), `safeflow_webhook_deliveries_total{outcome="delivered"} 1`) {
-			t.Errorf("the relay's /metrics does not count the delivery")
+		if strings.Contains(string(b), `safeflow_webhook_deliveries_total{outcome="delivered"} 1`) &&
+			strings.Contains(string(b), "safeflow_webhook_backlog 0") {
+			break
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the relay's /metrics does not count the delivery:\n%s", b)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	stopRelay()
 	if code := <-relayDone; code != 0 {

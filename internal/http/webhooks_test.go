@@ -124,7 +124,11 @@ func TestWebhookDeliveredSignedAndFiltered(t *testing.T) {
 	a := h.mustAccount(t, "EUR")
 	h.mustDeposit(t, a.ID, 500)
 	h.post(t, "/v1/accounts/"+a.ID+"/withdrawals", newKey(), `{"amount":200}`).want(t, http.StatusCreated)
-	eventually(t, "3 + 1 deliveries", func() bool { return len(all.got()) == 3 && len(deposits.got()) == 1 })
+	// Recorded after the receivers answered, so wait on the records.
+	eventually(t, "3 + 1 deliveries", func() bool { return len(h.deliveries(t, "status=delivered")) == 4 })
+	if len(all.got()) != 3 || len(deposits.got()) != 1 {
+		t.Fatalf("receivers got %d and %d requests, want 3 and 1", len(all.got()), len(deposits.got()))
+	}
 
 	var feed struct {
 		Data []json.RawMessage `json:"data"`
