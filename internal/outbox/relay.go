@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
+	"github.com/safeflow/safeflow/internal/backoff"
 	"github.com/safeflow/safeflow/internal/netguard"
 )
 
@@ -366,7 +367,7 @@ func (r *Relay) retry(o outcome, attempts int, msg string, after time.Duration) 
 	if attempts >= r.cfg.MaxAttempts {
 		return r.dead(o, fmt.Sprintf("%s (attempt %d of %d: no more attempts)", msg, attempts, r.cfg.MaxAttempts))
 	}
-	delay := Backoff(r.cfg.BackoffBase, r.cfg.BackoffMax, attempts)
+	delay := backoff.FullJitter(r.cfg.BackoffBase, r.cfg.BackoffMax, attempts)
 	if after > 0 {
 		delay = min(after, r.cfg.BackoffMax)
 	}
@@ -374,16 +375,6 @@ func (r *Relay) retry(o outcome, attempts int, msg string, after time.Duration) 
 	next := o.at.Add(delay)
 	o.next = &next
 	return o
-}
-
-// Backoff is the full-jitter delay after the given failed attempt
-// (1-based): uniform in [0, min(max, base·2^(attempt-1))].
-func Backoff(base, max time.Duration, attempt int) time.Duration {
-	ceil := base << min(attempt-1, 30)
-	if ceil > max || ceil <= 0 {
-		ceil = max
-	}
-	return time.Duration(rand.Int64N(int64(ceil) + 1))
 }
 
 // retryAfter parses a Retry-After header: seconds or an HTTP date.
@@ -473,10 +464,9 @@ func (r *Relay) record(ctx context.Context, batch []outcome) {
 	var err error
 	for try := 0; try < 3; try++ {
 		rows, _ := r.pool.Query(ctx, recordOutcomes, ids, leases, statuses, next, errs, codes, at, gone)
-		if kept, err = pgx.CollectRows(rows, pgx.RowTo[string]); err == nil || ctx.Err() != nil {
+		if kept, err = pgx.CollectRows(rows, pgx.RowTo[string]); err == nil || backoff.Sleep(ctx, 100*time.Millisecond) != nil {
 			break
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
 	if err != nil {
 		// The leases will expire and the deliveries be made again.

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"math/rand/v2"
 	"net"
 	"sync"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/safeflow/safeflow/internal/backoff"
 	"github.com/safeflow/safeflow/internal/domain"
 )
 
@@ -88,7 +88,7 @@ func (s *Store) safeFlow(ctx context.Context, req domain.Request, fn step) (doma
 			return domain.Response{}, domain.Unavailable("the resources of this request are busy; retry shortly with the same Idempotency-Key")
 		}
 		s.opt.OnRetry(reason)
-		if err := sleep(ctx, s.backoff(attempt)); err != nil {
+		if err := backoff.Sleep(ctx, backoff.FullJitter(s.opt.BackoffBase, s.opt.BackoffMax, attempt)); err != nil {
 			return domain.Response{}, s.public(err)
 		}
 	}
@@ -156,27 +156,6 @@ func (s *Store) safeFlowOnce(ctx context.Context, req domain.Request, fn step) (
 func storedRefusal(err error) bool {
 	var de *domain.Error
 	return errors.As(err, &de) && de.Stored()
-}
-
-// backoff returns a full-jitter delay for the given attempt (1-based):
-// uniform in [0, min(max, base·2^(attempt-1))].
-func (s *Store) backoff(attempt int) time.Duration {
-	ceil := s.opt.BackoffBase << min(attempt-1, 20)
-	if ceil > s.opt.BackoffMax || ceil <= 0 {
-		ceil = s.opt.BackoffMax
-	}
-	return time.Duration(rand.Int64N(int64(ceil) + 1))
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // retryReason names a transient PostgreSQL error that is worth running the
