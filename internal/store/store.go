@@ -74,22 +74,33 @@ func (s *Store) now() time.Time { return s.opt.Now().UTC().Truncate(time.Microse
 // own savepoint.
 type step func(ctx context.Context, tx pgx.Tx) (result any, writes *pgx.Batch, err error)
 
-// safeFlow runs one idempotent request: it retries the whole transaction on
-// serialization failures, deadlocks and lock timeouts on business rows, with
-// capped exponential backoff and full jitter.
+// safeFlow runs one idempotent request in one transaction, run again as a
+// whole when PostgreSQL asks for it (see retrying).
 func (s *Store) safeFlow(ctx context.Context, req domain.Request, fn step) (domain.Response, error) {
+	var resp domain.Response
+	err := s.retrying(ctx, func() (err error) {
+		resp, err = s.safeFlowOnce(ctx, req, fn)
+		return err
+	})
+	return resp, err
+}
+
+// retrying runs a transaction (tx) again on serialization failures,
+// deadlocks and lock timeouts, with capped exponential backoff and full
+// jitter, and makes its final error one a client can be shown.
+func (s *Store) retrying(ctx context.Context, tx func() error) error {
 	for attempt := 1; ; attempt++ {
-		resp, err := s.safeFlowOnce(ctx, req, fn)
+		err := tx()
 		reason := retryReason(err)
 		if reason == "" {
-			return resp, s.public(err)
+			return s.public(err)
 		}
 		if attempt >= s.opt.MaxAttempts {
-			return domain.Response{}, domain.Unavailable("the resources of this request are busy; retry shortly with the same Idempotency-Key")
+			return domain.Unavailable("the resources of this request are busy; nothing was applied, retry shortly (with the same Idempotency-Key, if any)")
 		}
 		s.opt.OnRetry(reason)
 		if err := backoff.Sleep(ctx, backoff.FullJitter(s.opt.BackoffBase, s.opt.BackoffMax, attempt)); err != nil {
-			return domain.Response{}, s.public(err)
+			return s.public(err)
 		}
 	}
 }

@@ -98,7 +98,14 @@ func (s *Store) DeleteWebhookEndpoint(ctx context.Context, tenantID, id string) 
 	if !domain.ValidID(domain.PrefixEndpoint, id) {
 		return domain.NotFound("webhook endpoint", id)
 	}
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	return s.retrying(ctx, func() error { return s.deleteEndpoint(ctx, tenantID, id) })
+}
+
+// deleteEndpoint is one try of DeleteWebhookEndpoint. The exclusive webhook
+// lock waits for the tenant's transactions in flight, so it may time out
+// under load and is retried like any other.
+func (s *Store) deleteEndpoint(ctx context.Context, tenantID, id string) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
 		b.Queue(lockWebhooks, tenantID)
 		b.Queue(deleteEndpointDeliveries, tenantID, id)
@@ -115,7 +122,6 @@ func (s *Store) DeleteWebhookEndpoint(ctx context.Context, tenantID, id string) 
 		}
 		return nil
 	})
-	return s.public(err)
 }
 
 const deliveryColumns = `id, event_id, endpoint_id, status, attempts, last_error, last_status_code,
