@@ -217,17 +217,20 @@ func (s *Store) RetryDelivery(ctx context.Context, req domain.Request, id string
 	})
 }
 
-const (
-	lockEndpoint     = selectEndpoint + ` FOR UPDATE`
-	lockDeadOfTarget = `SELECT id FROM webhook_deliveries WHERE tenant_id = $1 AND status = 'dead' AND endpoint_id = $2 ORDER BY id FOR UPDATE`
-)
+// Lock order of the webhook flows: deliveries (ascending id, when several)
+// before their endpoint. Retry, replay and the relay's outcome (which may
+// disable an endpoint) all go that way, so they cannot wait for each other
+// in a cycle; deleting an endpoint takes the tenant's webhook lock first and
+// then deliveries before the endpoint as well.
+const lockDeadOfTarget = `SELECT id FROM webhook_deliveries WHERE tenant_id = $1 AND status = 'dead' AND endpoint_id = $2 ORDER BY id FOR UPDATE`
 
 // ReplayDead makes every dead delivery of the endpoint pending again (with
 // its webhook-id kept) and enables the endpoint. Only dead rows move, so
-// replaying again moves nothing new.
+// replaying again moves nothing new. The endpoint is read, not locked: if it
+// is deleted meanwhile, its deliveries go with it and the update finds none.
 func (s *Store) ReplayDead(ctx context.Context, req domain.Request, endpointID string) (domain.Response, error) {
 	return s.safeFlow(ctx, req, func(ctx context.Context, tx pgx.Tx) (any, *pgx.Batch, error) {
-		if _, err := getEndpoint(ctx, tx, req.TenantID, endpointID, lockEndpoint); err != nil {
+		if _, err := getEndpoint(ctx, tx, req.TenantID, endpointID, selectEndpoint); err != nil {
 			return nil, nil, err
 		}
 		rows, _ := tx.Query(ctx, lockDeadOfTarget, req.TenantID, endpointID)
