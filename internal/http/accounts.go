@@ -2,8 +2,11 @@ package http
 
 import (
 	"encoding/base64"
+	"errors"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 
@@ -94,6 +97,30 @@ func page(r *http.Request, idPrefix string) (domain.Page, error) {
 		return p, domain.Invalid(fe...)
 	}
 	return p, nil
+}
+
+// filteredPage parses a list's page and its two optional filters: ?status=
+// (one of statuses) and an id parameter (an id with idPrefix). An empty value
+// is no filter, so ?status=&account_id= lists everything; every bad
+// parameter is reported at once.
+func filteredPage(r *http.Request, pagePrefix string, statuses []string, idParam, idPrefix string) (p domain.Page, status, id string, err error) {
+	p, err = page(r, pagePrefix)
+	var fe []domain.FieldError
+	if de := (*domain.Error)(nil); errors.As(err, &de) {
+		fe = de.Fields
+	}
+	q := r.URL.Query()
+	status, id = q.Get("status"), q.Get(idParam)
+	if status != "" && !slices.Contains(statuses, status) {
+		fe = append(fe, domain.FieldError{Field: "status", Message: "must be one of " + strings.Join(statuses, ", ")})
+	}
+	if id != "" && !domain.ValidID(idPrefix, id) {
+		fe = append(fe, domain.FieldError{Field: idParam, Message: "must be an id starting with " + idPrefix})
+	}
+	if len(fe) > 0 {
+		return p, "", "", domain.Invalid(fe...)
+	}
+	return p, status, id, nil
 }
 
 func (s *server) handleListAccounts() http.HandlerFunc {

@@ -3,10 +3,8 @@ package http
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -150,25 +148,12 @@ func (s *server) handleGetPayment() http.HandlerFunc {
 
 func (s *server) handleListPayments() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		p, err := page(r, domain.PrefixPayment)
-		var fe []domain.FieldError
-		if de := (*domain.Error)(nil); errors.As(err, &de) {
-			fe = de.Fields
-		}
-		q := r.URL.Query()
-		f := domain.PaymentFilter{Status: q.Get("status"), AccountID: q.Get("account_id")}
-		// An empty value is no filter, so ?status=&account_id= lists everything.
-		if f.Status != "" && !slices.Contains(domain.PaymentStatuses, f.Status) {
-			fe = append(fe, domain.FieldError{Field: "status", Message: "must be one of " + strings.Join(domain.PaymentStatuses, ", ")})
-		}
-		if f.AccountID != "" && !domain.ValidID(domain.PrefixAccount, f.AccountID) {
-			fe = append(fe, domain.FieldError{Field: "account_id", Message: "must be an account id (acct_…)"})
-		}
-		if len(fe) > 0 {
-			s.writeProblem(w, r, domain.Invalid(fe...))
+		p, status, accountID, err := filteredPage(r, domain.PrefixPayment, domain.PaymentStatuses, "account_id", domain.PrefixAccount)
+		if err != nil {
+			s.writeProblem(w, r, err)
 			return
 		}
-		items, next, err := s.store.ListPayments(r.Context(), tenantOf(r), f, p)
+		items, next, err := s.store.ListPayments(r.Context(), tenantOf(r), domain.PaymentFilter{Status: status, AccountID: accountID}, p)
 		if err != nil {
 			s.writeProblem(w, r, err)
 			return

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -107,30 +105,16 @@ func (s *server) handleDeleteEndpoint() http.HandlerFunc {
 // emptyRequest is the body of an action: nothing, or {}.
 type emptyRequest = transitionRequest
 
-func (s *server) handleReplayDead() http.HandlerFunc {
+// handleAction runs a bodiless POST on the resource named by the path
+// parameter param (empty body or {}), answering 200 with what run returns.
+func (s *server) handleAction(param string, run func(ctx context.Context, req domain.Request, id string) (domain.Response, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		_, req, err := mutation[emptyRequest](w, r, rendered(r, http.StatusOK, noLocation))
 		if err != nil {
 			s.writeProblem(w, r, err)
 			return
 		}
-		resp, err := s.store.ReplayDead(r.Context(), req, chi.URLParam(r, "endpoint_id"))
-		if err != nil {
-			s.writeProblem(w, r, err)
-			return
-		}
-		writeResponse(w, resp)
-	}
-}
-
-func (s *server) handleRetryDelivery() http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		_, req, err := mutation[emptyRequest](w, r, rendered(r, http.StatusOK, noLocation))
-		if err != nil {
-			s.writeProblem(w, r, err)
-			return
-		}
-		resp, err := s.store.RetryDelivery(r.Context(), req, chi.URLParam(r, "delivery_id"))
+		resp, err := run(r.Context(), req, chi.URLParam(r, param))
 		if err != nil {
 			s.writeProblem(w, r, err)
 			return
@@ -141,25 +125,12 @@ func (s *server) handleRetryDelivery() http.HandlerFunc {
 
 func (s *server) handleListDeliveries() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		p, err := page(r, domain.PrefixDelivery)
-		var fe []domain.FieldError
-		if de := (*domain.Error)(nil); errors.As(err, &de) {
-			fe = de.Fields
-		}
-		q := r.URL.Query()
-		f := domain.DeliveryFilter{Status: q.Get("status"), EndpointID: q.Get("endpoint_id")}
-		// An empty value is no filter, as on GET /v1/payments.
-		if f.Status != "" && !slices.Contains(domain.DeliveryStatuses, f.Status) {
-			fe = append(fe, domain.FieldError{Field: "status", Message: "must be one of " + strings.Join(domain.DeliveryStatuses, ", ")})
-		}
-		if f.EndpointID != "" && !domain.ValidID(domain.PrefixEndpoint, f.EndpointID) {
-			fe = append(fe, domain.FieldError{Field: "endpoint_id", Message: "must be a webhook endpoint id (we_…)"})
-		}
-		if len(fe) > 0 {
-			s.writeProblem(w, r, domain.Invalid(fe...))
+		p, status, endpointID, err := filteredPage(r, domain.PrefixDelivery, domain.DeliveryStatuses, "endpoint_id", domain.PrefixEndpoint)
+		if err != nil {
+			s.writeProblem(w, r, err)
 			return
 		}
-		items, next, err := s.store.ListDeliveries(r.Context(), tenantOf(r), f, p)
+		items, next, err := s.store.ListDeliveries(r.Context(), tenantOf(r), domain.DeliveryFilter{Status: status, EndpointID: endpointID}, p)
 		if err != nil {
 			s.writeProblem(w, r, err)
 			return
