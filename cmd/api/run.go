@@ -286,9 +286,8 @@ func startRelay(ctx context.Context, pool *pgxpool.Pool, cfg config, reg prometh
 	}()
 	log.Info().Bool("poll_only", cfg.RelayPollOnly).Msg("webhook relay started")
 	return func(sctx context.Context) error {
-		defer kill()
 		err := r.Shutdown(sctx)
-		kill()
+		kill() // after a graceful Shutdown this only releases the context
 		<-done
 		if err != nil {
 			return fmt.Errorf("relay: deliveries still in flight were abandoned to their leases: %w", err)

@@ -120,11 +120,13 @@ func (r *Relay) Run(ctx context.Context) error {
 	defer cancel()
 
 	wake := make(chan struct{}, 1)
-	var listener sync.WaitGroup
+	var background sync.WaitGroup // LISTEN and retention, beside the claim loop
 	if !r.cfg.PollOnly {
-		listener.Add(1)
-		go func() { defer listener.Done(); r.listen(ctx, wake) }()
+		background.Add(1)
+		go func() { defer background.Done(); r.listen(ctx, wake) }()
 	}
+	background.Add(1)
+	go func() { defer background.Done(); r.purgeEvery(ctx) }()
 	outcomes := make(chan outcome, r.cfg.Concurrency)
 	recorded := make(chan struct{})
 	go func() { defer close(recorded); r.recordLoop(ctx, outcomes) }()
@@ -134,8 +136,6 @@ func (r *Relay) Run(ctx context.Context) error {
 	var inflight sync.WaitGroup
 	poll := time.NewTicker(r.cfg.PollInterval)
 	defer poll.Stop()
-	purge := time.NewTicker(r.cfg.Retention.Every)
-	defer purge.Stop()
 
 loop:
 	for {
@@ -174,15 +174,13 @@ loop:
 		case <-more:
 		case <-wake:
 		case <-poll.C:
-		case <-purge.C:
-			r.purge(ctx)
 		}
 	}
 	inflight.Wait()
 	close(outcomes)
 	<-recorded
 	cancel()
-	listener.Wait()
+	background.Wait()
 	return nil
 }
 
@@ -518,6 +516,21 @@ DELETE FROM events WHERE id IN (
       AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id)
     ORDER BY e.position LIMIT $2 FOR UPDATE SKIP LOCKED)`
 )
+
+// purgeEvery applies the retention periods every Retention.Every until ctx
+// ends, apart from the claim loop so that deleting never delays delivering.
+func (r *Relay) purgeEvery(ctx context.Context) {
+	t := time.NewTicker(r.cfg.Retention.Every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.purge(ctx)
+		}
+	}
+}
 
 // purge applies the retention periods, a few batches per call.
 func (r *Relay) purge(ctx context.Context) {
