@@ -1,26 +1,80 @@
 package domain
 
-import "fmt"
+import (
+	"fmt"
+	"net/http"
+)
 
-// Kind classifies an Error; the HTTP layer maps each kind to one status.
+// Kind classifies an Error. Its row in kinds says what the client sees.
 type Kind int
 
-// The kinds of Error.
+// The kinds of Error, in the order of kinds.
 const (
-	KindInvalid       Kind = iota + 1 // 400: the request is malformed or fails validation
-	KindUnauthorized                  // 401
-	KindNotFound                      // 404
-	KindConflict                      // 409
-	KindUnprocessable                 // 422: a well-formed request the domain refuses
-	KindUnavailable                   // 503: transient; the same request may be retried
-	KindPrecondition                  // 412: If-Match names another version; not stored
+	KindInternal         Kind = iota // any error that is not an *Error
+	KindInvalid                      // the request is malformed or fails validation
+	KindUnauthorized                 // no valid API key
+	KindNotFound                     // no such resource for the tenant (or no such route)
+	KindMethodNotAllowed             // the route exists, the method does not
+	KindConflict                     // the resource's state forbids the change
+	KindPrecondition                 // If-Match names another version
+	KindTooLarge                     // the body is over 1 MiB
+	KindUnsupportedMedia             // the body is not JSON
+	KindUnprocessable                // a well-formed request the domain refuses
+	KindKeyInUse                     // another request holds the Idempotency-Key
+	KindKeyReused                    // the Idempotency-Key names another request
+	KindUnavailable                  // transient: nothing was applied, the same request may be retried
+	numKinds
 )
+
+// kinds is the one table of what each kind of error becomes: its HTTP
+// status, whether a safe flow that ends with it stores it on the
+// idempotency record and replays it, and its Retry-After in seconds.
+//
+// Stored are the deterministic answers of the domain to the request itself:
+// the same request would get the same answer again. Not stored is anything
+// about the key rather than the request (in use, reused), anything the
+// client can fix and send again under the same key (400, 401, 412, 413,
+// 415), and anything transient (503) or unexpected (500), after which the
+// transaction has rolled back and nothing was applied.
+var kinds = [numKinds]struct {
+	status     int
+	stored     bool
+	retryAfter int
+}{
+	KindInternal:         {http.StatusInternalServerError, false, 0},
+	KindInvalid:          {http.StatusBadRequest, false, 0},
+	KindUnauthorized:     {http.StatusUnauthorized, false, 0},
+	KindNotFound:         {http.StatusNotFound, true, 0},
+	KindMethodNotAllowed: {http.StatusMethodNotAllowed, false, 0},
+	KindConflict:         {http.StatusConflict, true, 0},
+	KindPrecondition:     {http.StatusPreconditionFailed, false, 0},
+	KindTooLarge:         {http.StatusRequestEntityTooLarge, false, 0},
+	KindUnsupportedMedia: {http.StatusUnsupportedMediaType, false, 0},
+	KindUnprocessable:    {http.StatusUnprocessableEntity, true, 0},
+	KindKeyInUse:         {http.StatusConflict, false, 1},
+	KindKeyReused:        {http.StatusUnprocessableEntity, false, 0},
+	KindUnavailable:      {http.StatusServiceUnavailable, false, 1},
+}
+
+// Status is the HTTP status of an error of kind k.
+func (k Kind) Status() int { return kinds[k].status }
+
+// Stored reports whether an error of kind k that ends a safe flow is stored
+// on the idempotency record and replayed.
+func (k Kind) Stored() bool { return kinds[k].stored }
+
+// RetryAfter is the Retry-After, in seconds, of an error of kind k (0: none).
+func (k Kind) RetryAfter() int { return kinds[k].retryAfter }
 
 // Problem codes that are part of the contract (product.md).
 const (
+	CodeInternal              = "internal_error"
 	CodeInvalidRequest        = "invalid_request"
 	CodeUnauthorized          = "unauthorized"
 	CodeNotFound              = "not_found"
+	CodeMethodNotAllowed      = "method_not_allowed"
+	CodePayloadTooLarge       = "payload_too_large"
+	CodeUnsupportedMediaType  = "unsupported_media_type"
 	CodeInsufficientFunds     = "insufficient_funds"
 	CodeIdempotencyKeyReused  = "idempotency_key_reused"
 	CodeIdempotencyKeyInUse   = "idempotency_key_in_use"
@@ -43,11 +97,10 @@ type FieldError struct {
 // Error is a failure that is safe to show a client. Any other error is an
 // internal one and becomes a generic 500.
 type Error struct {
-	Kind       Kind
-	Code       string       // stable slug from product.md, e.g. "insufficient_funds"
-	Detail     string       // this occurrence, for humans
-	Fields     []FieldError // when Kind == KindInvalid
-	RetryAfter int          // seconds; set on KindUnavailable and idempotency_key_in_use
+	Kind   Kind
+	Code   string       // stable slug from product.md, e.g. "insufficient_funds"
+	Detail string       // this occurrence, for humans
+	Fields []FieldError // when Kind == KindInvalid
 	// CurrentStatus is the status of the resource that refused a transition
 	// (invalid_transition).
 	CurrentStatus string
@@ -55,16 +108,8 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Code + ": " + e.Detail }
 
-// Stored reports whether the refusal is a deterministic answer of the domain
-// that is stored on the idempotency record and replayed (404, 409, 422), as
-// opposed to one the client may retry with the same key.
-func (e *Error) Stored() bool {
-	switch e.Kind {
-	case KindNotFound, KindConflict, KindUnprocessable:
-		return e.Code != CodeIdempotencyKeyInUse && e.Code != CodeIdempotencyKeyReused
-	}
-	return false
-}
+// Stored reports whether e, ending a safe flow, is stored and replayed.
+func (e *Error) Stored() bool { return e.Kind.Stored() }
 
 // NotFound is the refusal for a resource that does not exist for the tenant.
 func NotFound(resource, id string) *Error {
@@ -78,5 +123,11 @@ func Invalid(fields ...FieldError) *Error {
 
 // Unavailable is a transient failure; the client should retry after a pause.
 func Unavailable(detail string) *Error {
-	return &Error{Kind: KindUnavailable, Code: CodeServiceUnavailable, Detail: detail, RetryAfter: 1}
+	return &Error{Kind: KindUnavailable, Code: CodeServiceUnavailable, Detail: detail}
+}
+
+// Internal is the error a client is shown for any error that is not an
+// *Error; the error itself is logged, never sent.
+func Internal() *Error {
+	return &Error{Kind: KindInternal, Code: CodeInternal, Detail: "an unexpected error occurred; it has been logged"}
 }

@@ -31,15 +31,15 @@ func decode[T validator](w http.ResponseWriter, r *http.Request) (T, error) {
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return v, &requestError{http.StatusRequestEntityTooLarge, "payload_too_large", "the request body is larger than 1 MiB"}
+			return v, &domain.Error{Kind: domain.KindTooLarge, Code: domain.CodePayloadTooLarge, Detail: "the request body is larger than 1 MiB"}
 		}
-		return v, &requestError{http.StatusBadRequest, domain.CodeInvalidRequest, "the request body could not be read"}
+		return v, &domain.Error{Kind: domain.KindInvalid, Code: domain.CodeInvalidRequest, Detail: "the request body could not be read"}
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		body = []byte("{}")
 	} else if !isJSON(r.Header.Get("Content-Type")) {
-		return v, &requestError{http.StatusUnsupportedMediaType, "unsupported_media_type",
-			"send the body as JSON with Content-Type: application/json"}
+		return v, &domain.Error{Kind: domain.KindUnsupportedMedia, Code: domain.CodeUnsupportedMediaType,
+			Detail: "send the body as JSON with Content-Type: application/json"}
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()

@@ -74,7 +74,7 @@ func rendered(r *http.Request, status int, location func(any) string) func(any, 
 			if !errors.As(err, &de) {
 				return domain.Response{}, err
 			}
-			p, _, _ := problemFor(r, de)
+			p := problemFor(r, de)
 			body, mErr := marshal(p)
 			if mErr != nil {
 				return domain.Response{}, mErr

@@ -231,7 +231,8 @@ func (s *server) handleCreatePaymentBatch() http.HandlerFunc {
 			for i, it := range items {
 				out.Data[i] = batchResult{Index: i, Status: http.StatusCreated, Body: it.Payment}
 				if it.Err != nil {
-					p, _, _ := problemFor(r, it.Err)
+					de, _ := clientError(it.Err)
+					p := problemFor(r, de)
 					p.Instance = ""
 					out.Data[i] = batchResult{Index: i, Status: p.Status, Body: p}
 				}

@@ -1,7 +1,6 @@
 package http
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"strconv"
@@ -27,66 +26,40 @@ type problem struct {
 	CurrentStatus string `json:"current_status,omitempty"`
 }
 
-var kindStatus = map[domain.Kind]int{
-	domain.KindInvalid:       http.StatusBadRequest,
-	domain.KindUnauthorized:  http.StatusUnauthorized,
-	domain.KindNotFound:      http.StatusNotFound,
-	domain.KindConflict:      http.StatusConflict,
-	domain.KindUnprocessable: http.StatusUnprocessableEntity,
-	domain.KindUnavailable:   http.StatusServiceUnavailable,
-	domain.KindPrecondition:  http.StatusPreconditionFailed,
-}
-
-// requestError is a refusal of the HTTP layer itself (413, 415, 405, 404 of
-// an unknown route), never stored for idempotency.
-type requestError struct {
-	status int
-	code   string
-	detail string
-}
-
-func (e *requestError) Error() string { return e.code + ": " + e.detail }
-
-// problemFor builds the problem for err; ok is false for an internal error,
-// which must be logged and hidden.
-func problemFor(r *http.Request, err error) (p problem, retryAfter int, ok bool) {
-	var re *requestError
-	var de *domain.Error
-	switch {
-	case errors.As(err, &re):
-		p = problem{Status: re.status, Code: re.code, Detail: re.detail}
-	case errors.As(err, &de):
-		p = problem{Status: kindStatus[de.Kind], Code: de.Code, Detail: de.Detail, Errors: de.Fields, CurrentStatus: de.CurrentStatus}
-		retryAfter = de.RetryAfter
-	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
-		// The client went away or the server is shutting down: nothing was applied.
-		p = problem{Status: http.StatusServiceUnavailable, Code: domain.CodeServiceUnavailable,
-			Detail: "the request was cancelled before it completed; nothing was applied, retry with the same Idempotency-Key"}
-		retryAfter = 1
-	default:
-		p = problem{Status: http.StatusInternalServerError, Code: "internal_error",
-			Detail: "an unexpected error occurred; it has been logged"}
+// clientError is what a client is told of err: err itself when it is a
+// *domain.Error (its kind says the status, domain/errors.go), otherwise a
+// generic 500; internal reports the latter.
+func clientError(err error) (de *domain.Error, internal bool) {
+	if errors.As(err, &de) {
+		return de, false
 	}
-	p.Type = problemBase + p.Code
-	p.Title = http.StatusText(p.Status)
+	return domain.Internal(), true
+}
+
+// problemFor is the problem detail of de.
+func problemFor(r *http.Request, de *domain.Error) problem {
+	p := problem{Type: problemBase + de.Code, Title: http.StatusText(de.Kind.Status()), Status: de.Kind.Status(),
+		Detail: de.Detail, Code: de.Code, Errors: de.Fields, CurrentStatus: de.CurrentStatus}
 	if id, ok := hlog.IDFromRequest(r); ok {
 		p.Instance = "urn:request:" + id.String()
 	}
-	return p, retryAfter, p.Status != http.StatusInternalServerError
+	return p
 }
 
-// writeProblem is the one place where an error becomes a response.
+// writeProblem is the one place where an error becomes a response. An
+// internal error is logged here, once, and never sent.
 func (s *server) writeProblem(w http.ResponseWriter, r *http.Request, err error) {
-	p, retryAfter, ok := problemFor(r, err)
-	if !ok {
+	de, internal := clientError(err)
+	if internal {
 		hlog.FromRequest(r).Error().Err(err).Msg("internal error")
 	}
-	if p.Status == http.StatusUnauthorized {
+	if de.Kind == domain.KindUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="safeflow"`)
 	}
-	if retryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
+	if ra := de.Kind.RetryAfter(); ra > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(ra))
 	}
+	p := problemFor(r, de)
 	body, _ := marshal(p)
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(p.Status)

@@ -15,10 +15,11 @@ func (s *server) routes(log zerolog.Logger) http.Handler {
 	r := chi.NewRouter()
 	r.Use(hlog.NewHandler(log), hlog.RequestIDHandler("request_id", "X-Request-ID"), accessLog, s.recoverer, s.instrument)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		s.writeProblem(w, r, &requestError{http.StatusNotFound, domain.CodeNotFound, "no such route: " + r.URL.Path})
+		s.writeProblem(w, r, &domain.Error{Kind: domain.KindNotFound, Code: domain.CodeNotFound, Detail: "no such route: " + r.URL.Path})
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		s.writeProblem(w, r, &requestError{http.StatusMethodNotAllowed, "method_not_allowed", r.Method + " is not allowed on " + r.URL.Path})
+		s.writeProblem(w, r, &domain.Error{Kind: domain.KindMethodNotAllowed, Code: domain.CodeMethodNotAllowed,
+			Detail: r.Method + " is not allowed on " + r.URL.Path})
 	})
 
 	r.Get("/healthz", s.handleHealthz())

@@ -86,7 +86,7 @@ const selectAccount = `SELECT ` + accountColumns + ` FROM accounts WHERE tenant_
 // GetAccount returns the tenant's customer account id.
 func (s *Store) GetAccount(ctx context.Context, tenantID, id string) (domain.Account, error) {
 	a, err := getAccount(ctx, s.pool, tenantID, id, selectAccount)
-	return a, s.public(err)
+	return a, public(err)
 }
 
 // lockAccount reads and locks the tenant's customer account for the rest of tx.
@@ -116,7 +116,7 @@ func (s *Store) ListAccounts(ctx context.Context, tenantID string, p domain.Page
 	rows, _ := s.pool.Query(ctx, listAccounts, tenantID, p.After, p.Limit+1)
 	rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[accountRow])
 	if err != nil {
-		return nil, "", s.public(err)
+		return nil, "", public(err)
 	}
 	out := make([]domain.Account, 0, len(rs))
 	for _, r := range rs {

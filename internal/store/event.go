@@ -45,7 +45,7 @@ func (s *Store) ListEvents(ctx context.Context, tenantID string, p domain.Page) 
 	rows, _ := s.pool.Query(ctx, listEvents, tenantID, p.After, p.Limit+1)
 	rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[eventRow])
 	if err != nil {
-		return nil, "", s.public(err)
+		return nil, "", public(err)
 	}
 	if len(rs) == 0 || !rs[0].OK {
 		return nil, "", domain.Invalid(domain.FieldError{Field: "after", Message: "is not an event of this tenant"})

@@ -44,8 +44,8 @@ func (s *Store) claim(ctx context.Context, tx pgx.Tx, req domain.Request) (domai
 		if err != nil {
 			var pg *pgconn.PgError
 			if errors.As(err, &pg) && pg.Code == "55P03" {
-				return domain.Response{}, false, &domain.Error{Kind: domain.KindConflict, Code: domain.CodeIdempotencyKeyInUse,
-					Detail: "a request with this Idempotency-Key is still being processed; retry shortly", RetryAfter: 1}
+				return domain.Response{}, false, &domain.Error{Kind: domain.KindKeyInUse, Code: domain.CodeIdempotencyKeyInUse,
+					Detail: "a request with this Idempotency-Key is still being processed; retry shortly"}
 			}
 			return domain.Response{}, false, err
 		}
@@ -71,7 +71,7 @@ func (s *Store) claim(ctx context.Context, tx pgx.Tx, req domain.Request) (domai
 			}
 			continue
 		case !bytes.Equal(fp, req.Fingerprint):
-			return domain.Response{}, false, &domain.Error{Kind: domain.KindUnprocessable, Code: domain.CodeIdempotencyKeyReused,
+			return domain.Response{}, false, &domain.Error{Kind: domain.KindKeyReused, Code: domain.CodeIdempotencyKeyReused,
 				Detail: "this Idempotency-Key was already used with a different request (method, route or body); use a new key"}
 		case status == nil:
 			return domain.Response{}, false, fmt.Errorf("store: idempotency key committed without a response")
@@ -101,7 +101,7 @@ func (s *Store) PurgeExpiredKeys(ctx context.Context, batch int) (int64, error) 
 	for {
 		tag, err := s.pool.Exec(ctx, purgeExpiredKeys, s.now(), batch)
 		if err != nil {
-			return total, s.public(err)
+			return total, public(err)
 		}
 		total += tag.RowsAffected()
 		if tag.RowsAffected() < int64(batch) {

@@ -111,7 +111,7 @@ func (s *Store) GetMovement(ctx context.Context, tenantID, kind, id string) (dom
 		return domain.Movement{}, domain.NotFound(kind, id)
 	}
 	if err != nil {
-		return domain.Movement{}, s.public(err)
+		return domain.Movement{}, public(err)
 	}
 	return domain.Movement{ID: r.ID, Object: r.Kind, AccountID: r.AccountID, Amount: r.Amount, Currency: r.Currency,
 		Reference: r.Reference, JournalID: r.JournalID, CreatedAt: r.CreatedAt.UTC()}, nil
@@ -142,7 +142,7 @@ func (s *Store) ListEntries(ctx context.Context, tenantID, accountID string, p d
 	rows, _ := s.pool.Query(ctx, listEntries, tenantID, accountID, p.After, p.Limit+1)
 	rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[entryRow])
 	if err != nil {
-		return nil, "", s.public(err)
+		return nil, "", public(err)
 	}
 	if len(rs) == 0 {
 		if _, err := s.GetAccount(ctx, tenantID, accountID); err != nil {

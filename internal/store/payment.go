@@ -156,7 +156,7 @@ func (s *Store) CreatePayments(ctx context.Context, req domain.Request, items []
 			if err == nil {
 				err = writeInSavepoint(ctx, tx, c)
 			}
-			if err != nil && !storedRefusal(err) {
+			if _, refused := storedRefusal(err); err != nil && !refused {
 				return nil, nil, err // transient or internal: the whole batch fails, nothing is kept
 			}
 			if err != nil {
@@ -185,7 +185,7 @@ func writeInSavepoint(ctx context.Context, tx pgx.Tx, c domain.PaymentChange) er
 	}
 	b.Queue("RELEASE SAVEPOINT " + itemSavepoint)
 	err := translate(tx.SendBatch(ctx, b).Close())
-	if err == nil || !storedRefusal(err) {
+	if _, refused := storedRefusal(err); !refused {
 		return err
 	}
 	// Roll back and also release it, so that the next item's savepoint is
@@ -241,7 +241,7 @@ func getPayment(ctx context.Context, q querier, tenantID, id, query string) (dom
 // GetPayment returns the tenant's payment id.
 func (s *Store) GetPayment(ctx context.Context, tenantID, id string) (domain.Payment, error) {
 	p, err := getPayment(ctx, s.pool, tenantID, id, selectPayment)
-	return p, s.public(err)
+	return p, public(err)
 }
 
 // The account filter is two index scans (payer, payee) merged by id, each
@@ -271,7 +271,7 @@ func (s *Store) ListPayments(ctx context.Context, tenantID string, f domain.Paym
 	rows, _ := s.pool.Query(ctx, listPayments, tenantID, f.Status, f.AccountID, p.After, p.Limit+1)
 	rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[paymentRow])
 	if err != nil {
-		return nil, "", s.public(err)
+		return nil, "", public(err)
 	}
 	out := make([]domain.Payment, 0, len(rs))
 	for _, r := range rs {

@@ -6,14 +6,10 @@ package store
 
 import (
 	"context"
-	"errors"
-	"io"
-	"net"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/safeflow/safeflow/internal/backoff"
@@ -93,14 +89,14 @@ func (s *Store) retrying(ctx context.Context, tx func() error) error {
 		err := tx()
 		reason := retryReason(err)
 		if reason == "" {
-			return s.public(err)
+			return public(err)
 		}
 		if attempt >= s.opt.MaxAttempts {
 			return domain.Unavailable("the resources of this request are busy; nothing was applied, retry shortly (with the same Idempotency-Key, if any)")
 		}
 		s.opt.OnRetry(reason)
 		if err := backoff.Sleep(ctx, backoff.FullJitter(s.opt.BackoffBase, s.opt.BackoffMax, attempt)); err != nil {
-			return s.public(err)
+			return public(err)
 		}
 	}
 }
@@ -140,14 +136,14 @@ func (s *Store) safeFlowOnce(ctx context.Context, req domain.Request, fn step) (
 		if stepErr = translate(tx.SendBatch(ctx, b).Close()); stepErr == nil {
 			return resp, translate(tx.Commit(ctx))
 		}
-		if !storedRefusal(stepErr) {
+		if _, ok := storedRefusal(stepErr); !ok {
 			return resp, stepErr
 		}
 		if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT "+savepoint); err != nil {
 			return resp, err
 		}
 	}
-	if !storedRefusal(stepErr) {
+	if _, ok := storedRefusal(stepErr); !ok {
 		return resp, stepErr
 	}
 	// A deterministic refusal: nothing was written; store it as the answer.
@@ -160,77 +156,6 @@ func (s *Store) safeFlowOnce(ctx context.Context, req domain.Request, fn step) (
 		return resp, err
 	}
 	return resp, translate(tx.Commit(ctx))
-}
-
-// storedRefusal reports whether a translated err is a domain answer to store
-// and replay.
-func storedRefusal(err error) bool {
-	var de *domain.Error
-	return errors.As(err, &de) && de.Stored()
-}
-
-// retryReason names a transient PostgreSQL error that is worth running the
-// whole transaction again for, or returns "".
-func retryReason(err error) string {
-	var pg *pgconn.PgError
-	if !errors.As(err, &pg) {
-		return ""
-	}
-	switch pg.Code {
-	case "40001":
-		return "serialization_failure"
-	case "40P01":
-		return "deadlock"
-	case "55P03":
-		return "lock_timeout"
-	}
-	return ""
-}
-
-// translate maps database errors that carry a domain meaning to *domain.Error.
-func translate(err error) error {
-	var pg *pgconn.PgError
-	if err == nil {
-		return nil
-	}
-	if !errors.As(err, &pg) {
-		return err
-	}
-	switch {
-	case pg.Code == "23514" && pg.ConstraintName == "accounts_books_nonnegative":
-		// The last line of defence: the domain checks first, under the row lock.
-		return &domain.Error{Kind: domain.KindUnprocessable, Code: domain.CodeInsufficientFunds,
-			Detail: "the change would make a balance negative"}
-	case pg.Code == "22003":
-		return &domain.Error{Kind: domain.KindUnprocessable, Code: domain.CodeAmountOutOfRange,
-			Detail: "the change would exceed the largest supported amount"}
-	}
-	return err
-}
-
-// public turns a lost or refused database connection, or a statement
-// timeout, into a 503 the client may retry (nothing was applied); other
-// errors pass through unchanged.
-func (s *Store) public(err error) error {
-	if err == nil || !unavailable(err) {
-		return err
-	}
-	return domain.Unavailable("the database is unreachable or too slow right now; nothing was applied, retry shortly")
-}
-
-func unavailable(err error) bool {
-	var pg *pgconn.PgError
-	if errors.As(err, &pg) {
-		switch pg.Code[:2] {
-		case "08", "53", "57": // connection exception, insufficient resources, operator intervention (57014: statement timeout)
-			return true
-		}
-		return false
-	}
-	var ne net.Error
-	var ce *pgconn.ConnectError
-	return errors.As(err, &ne) || errors.As(err, &ce) || errors.Is(err, io.EOF) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) && !errors.Is(err, context.Canceled)
 }
 
 // Ping reports whether the database answers.

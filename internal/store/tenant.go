@@ -31,7 +31,7 @@ func (s *Store) CreateAPIKey(ctx context.Context, tenantName string) (string, er
 		return err
 	})
 	if err != nil {
-		return "", s.public(err)
+		return "", public(err)
 	}
 	return secret, nil
 }
@@ -59,7 +59,7 @@ func (s *Store) Authenticate(ctx context.Context, secret string) (string, error)
 		return "", &domain.Error{Kind: domain.KindUnauthorized, Code: domain.CodeUnauthorized, Detail: "the API key is not valid"}
 	}
 	if err != nil {
-		return "", s.public(err)
+		return "", public(err)
 	}
 	s.authCache.Store(string(hash), authEntry{tenantID, time.Now().Add(authTTL)})
 	return tenantID, nil

@@ -56,7 +56,7 @@ const selectEndpoint = `SELECT ` + endpointColumns + ` FROM webhook_endpoints WH
 // GetWebhookEndpoint returns the tenant's endpoint id, without its secret.
 func (s *Store) GetWebhookEndpoint(ctx context.Context, tenantID, id string) (domain.WebhookEndpoint, error) {
 	e, err := getEndpoint(ctx, s.pool, tenantID, id, selectEndpoint)
-	return e, s.public(err)
+	return e, public(err)
 }
 
 func getEndpoint(ctx context.Context, q querier, tenantID, id, query string) (domain.WebhookEndpoint, error) {
@@ -75,7 +75,7 @@ func (s *Store) ListWebhookEndpoints(ctx context.Context, tenantID string, p dom
 	rows, _ := s.pool.Query(ctx, listEndpoints, tenantID, p.After, p.Limit+1)
 	rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[endpointRow])
 	if err != nil {
-		return nil, "", s.public(err)
+		return nil, "", public(err)
 	}
 	out := make([]domain.WebhookEndpoint, 0, len(rs))
 	for _, r := range rs {
@@ -175,7 +175,7 @@ func (s *Store) ListDeliveries(ctx context.Context, tenantID string, f domain.De
 	rows, _ := s.pool.Query(ctx, q, tenantID, p.After, f.Status, f.EndpointID, p.Limit+1)
 	rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[deliveryRow])
 	if err != nil {
-		return nil, "", s.public(err)
+		return nil, "", public(err)
 	}
 	out := make([]domain.Delivery, 0, len(rs))
 	for _, r := range rs {

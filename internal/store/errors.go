@@ -1,0 +1,99 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/safeflow/safeflow/internal/domain"
+)
+
+// What the store makes of a database error, in the order a flow meets
+// them: translate (a refusal raised by the database is the domain's
+// answer), retryReason (run the whole transaction again) and public (the
+// error a client is shown). Every error a Store method returns is a
+// *domain.Error or an internal error; domain/errors.go says what each kind
+// becomes.
+
+// translate maps database errors that carry a domain meaning to *domain.Error.
+func translate(err error) error {
+	var pg *pgconn.PgError
+	if err == nil {
+		return nil
+	}
+	if !errors.As(err, &pg) {
+		return err
+	}
+	switch {
+	case pg.Code == "23514" && pg.ConstraintName == "accounts_books_nonnegative":
+		// The last line of defence: the domain checks first, under the row lock.
+		return &domain.Error{Kind: domain.KindUnprocessable, Code: domain.CodeInsufficientFunds,
+			Detail: "the change would make a balance negative"}
+	case pg.Code == "22003":
+		return &domain.Error{Kind: domain.KindUnprocessable, Code: domain.CodeAmountOutOfRange,
+			Detail: "the change would exceed the largest supported amount"}
+	}
+	return err
+}
+
+// storedRefusal returns the refusal in a translated err that is the
+// domain's answer to store and replay, if it is one.
+func storedRefusal(err error) (*domain.Error, bool) {
+	var de *domain.Error
+	if errors.As(err, &de) && de.Stored() {
+		return de, true
+	}
+	return nil, false
+}
+
+// retryReason names a transient PostgreSQL error that is worth running the
+// whole transaction again for, or returns "".
+func retryReason(err error) string {
+	var pg *pgconn.PgError
+	if !errors.As(err, &pg) {
+		return ""
+	}
+	switch pg.Code {
+	case "40001":
+		return "serialization_failure"
+	case "40P01":
+		return "deadlock"
+	case "55P03":
+		return "lock_timeout"
+	}
+	return ""
+}
+
+// public turns a cancelled request, a lost or refused database connection
+// or a statement timeout into a 503 the client may retry (nothing was
+// applied); other errors pass through unchanged.
+func public(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, context.Canceled):
+		// The client went away or the server is shutting down.
+		return domain.Unavailable("the request was cancelled before it completed; nothing was applied, retry with the same Idempotency-Key")
+	case unavailable(err):
+		return domain.Unavailable("the database is unreachable or too slow right now; nothing was applied, retry shortly")
+	}
+	return err
+}
+
+func unavailable(err error) bool {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		switch pg.Code[:2] {
+		case "08", "53", "57": // connection exception, insufficient resources, operator intervention (57014: statement timeout)
+			return true
+		}
+		return false
+	}
+	var ne net.Error
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ne) || errors.As(err, &ce) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err) || pgconn.Timeout(err)
+}
