@@ -12,15 +12,26 @@ type Response struct {
 	Replayed    bool // true when served from the idempotency record
 }
 
-// Request is one mutating request under an idempotency key.
-type Request struct {
+// Idempotency identifies a mutating request on the idempotency record: the
+// tenant's key and the fingerprint of the request that the key names.
+type Idempotency struct {
 	TenantID    string
 	Key         string
 	Fingerprint []byte // hash of method, route, path parameters and canonical body
-	// Render turns the outcome of the business step into the response to
-	// store: a result, or a *Error for which Stored() is true. Any other error
-	// is returned unchanged and nothing is stored.
-	Render func(result any, err error) (Response, error)
+}
+
+// Request is one mutating request under an idempotency key. Applied, its
+// change has a result of type T.
+//
+// Render and Refuse make the answer that is stored on the key and sent: to
+// the applied change, from its result, or to a refusal that is stored
+// (Stored() is true). They run inside the transaction, so that the answer
+// commits with the change or not at all. An error they return is internal,
+// and nothing is stored.
+type Request[T any] struct {
+	Idempotency
+	Render func(result T) (Response, error)
+	Refuse func(refusal *Error) (Response, error)
 }
 
 // MissingIdempotencyKey is the refusal of a POST without an Idempotency-Key.

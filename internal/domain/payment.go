@@ -258,8 +258,8 @@ type PaymentFilter struct {
 }
 
 // BatchItem is the outcome of one creation of a batch: a payment, or the
-// refusal (a *Error whose Stored() is true) that rolled it back.
+// refusal (Stored() is true) that rolled it back.
 type BatchItem struct {
 	Payment Payment
-	Err     error
+	Refusal *Error
 }

@@ -30,21 +30,15 @@ func (in createAccountRequest) valid() []domain.FieldError {
 	return append(fe, domain.CheckMetadata("metadata", in.Metadata)...)
 }
 
+func accountLocation(a domain.Account) string { return "/v1/accounts/" + a.ID }
+
+func accountETag(a domain.Account) string { return etag(a.Version) }
+
 func (s *server) handleCreateAccount() http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		render := rendered(r, http.StatusCreated, func(v any) string { return "/v1/accounts/" + v.(domain.Account).ID })
-		in, req, err := mutation[createAccountRequest](w, r, render)
-		if err != nil {
-			s.writeProblem(w, r, err)
-			return
-		}
-		resp, err := s.store.CreateAccount(r.Context(), req, domain.NewAccount{Currency: in.Currency, Name: in.Name, Metadata: in.Metadata})
-		if err != nil {
-			s.writeProblem(w, r, err)
-			return
-		}
-		writeResponse(w, resp)
-	}
+	return mutating(s, jsonAnswer(http.StatusCreated, accountLocation, accountETag),
+		func(r *http.Request, in createAccountRequest, req domain.Request[domain.Account]) (domain.Response, error) {
+			return s.store.CreateAccount(r.Context(), req, domain.NewAccount{Currency: in.Currency, Name: in.Name, Metadata: in.Metadata})
+		})
 }
 
 func (s *server) handleGetAccount() http.HandlerFunc {
@@ -54,7 +48,7 @@ func (s *server) handleGetAccount() http.HandlerFunc {
 			s.writeProblem(w, r, err)
 			return
 		}
-		w.Header().Set("ETag", etag(a.Version))
+		w.Header().Set("ETag", accountETag(a))
 		writeJSON(w, http.StatusOK, a)
 	}
 }

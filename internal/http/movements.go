@@ -28,21 +28,12 @@ func (in movementRequest) valid() []domain.FieldError {
 
 // handleMove creates a deposit or a withdrawal (kind) on an account.
 func (s *server) handleMove(kind string) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		render := rendered(r, http.StatusCreated, func(v any) string { return "/v1/" + kind + "s/" + v.(domain.Movement).ID })
-		in, req, err := mutation[movementRequest](w, r, render)
-		if err != nil {
-			s.writeProblem(w, r, err)
-			return
-		}
-		resp, err := s.store.Move(r.Context(), req, domain.NewMovement{
-			Kind: kind, AccountID: chi.URLParam(r, "account_id"), Amount: *in.Amount, Reference: in.Reference})
-		if err != nil {
-			s.writeProblem(w, r, err)
-			return
-		}
-		writeResponse(w, resp)
-	}
+	location := func(m domain.Movement) string { return "/v1/" + kind + "s/" + m.ID }
+	return mutating(s, jsonAnswer(http.StatusCreated, location, nil),
+		func(r *http.Request, in movementRequest, req domain.Request[domain.Movement]) (domain.Response, error) {
+			return s.store.Move(r.Context(), req, domain.NewMovement{
+				Kind: kind, AccountID: chi.URLParam(r, "account_id"), Amount: *in.Amount, Reference: in.Reference})
+		})
 }
 
 func (s *server) handleGetMovement(kind string) http.HandlerFunc {

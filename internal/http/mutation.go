@@ -3,7 +3,6 @@ package http
 import (
 	"crypto/sha256"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"net/url"
 	"sort"
@@ -14,23 +13,42 @@ import (
 	"github.com/safeflow/safeflow/internal/domain"
 )
 
+// mutating is the handler of every POST under /v1. It checks the
+// Idempotency-Key and decodes the body strictly (a failure there is
+// answered without touching the key, so the client may retry with it),
+// then apply runs the request through the store's safe flow, and the
+// answer, fresh or replayed, is sent as it was stored.
+func mutating[In validator, T any](s *server, answer answer[T], apply func(r *http.Request, in In, req domain.Request[T]) (domain.Response, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		in, req, err := mutation[In](w, r, answer)
+		var resp domain.Response
+		if err == nil {
+			resp, err = apply(r, in, req)
+		}
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		writeResponse(w, resp)
+	}
+}
+
 // mutation checks the Idempotency-Key and the body of a POST and builds the
-// domain.Request that the store runs. Nothing here is stored: a failure is
-// answered without claiming the key, so the client may retry with it.
-func mutation[T validator](w http.ResponseWriter, r *http.Request, render func(any, error) (domain.Response, error)) (T, domain.Request, error) {
-	var in T
+// domain.Request that the store runs, answered with answer if the change is
+// applied and with its problem if it is refused.
+func mutation[In validator, T any](w http.ResponseWriter, r *http.Request, answer answer[T]) (In, domain.Request[T], error) {
+	var in In
 	if err := domain.CheckIdempotencyKey(r.Header.Values("Idempotency-Key")); err != nil {
-		return in, domain.Request{}, err
+		return in, domain.Request[T]{}, err
 	}
-	in, err := decode[T](w, r)
+	in, err := decode[In](w, r)
 	if err != nil {
-		return in, domain.Request{}, err
+		return in, domain.Request[T]{}, err
 	}
-	return in, domain.Request{
-		TenantID:    tenantOf(r),
-		Key:         r.Header.Get("Idempotency-Key"),
-		Fingerprint: fingerprint(r, in),
-		Render:      render,
+	return in, domain.Request[T]{
+		Idempotency: domain.Idempotency{TenantID: tenantOf(r), Key: r.Header.Get("Idempotency-Key"), Fingerprint: fingerprint(r, in)},
+		Render:      answer,
+		Refuse:      func(de *domain.Error) (domain.Response, error) { return refusal(r, de) },
 	}, nil
 }
 
@@ -65,29 +83,37 @@ func fingerprint(r *http.Request, body any) []byte {
 	return h.Sum(nil)
 }
 
-// rendered answers a mutation: a created resource (with Location and, for
-// versioned resources, ETag) or a stored domain refusal as a problem.
-func rendered(r *http.Request, status int, location func(any) string) func(any, error) (domain.Response, error) {
-	return func(v any, err error) (domain.Response, error) {
-		if err != nil {
-			var de *domain.Error
-			if !errors.As(err, &de) {
-				return domain.Response{}, err
-			}
-			p := problemFor(r, de)
-			body, mErr := marshal(p)
-			if mErr != nil {
-				return domain.Response{}, mErr
-			}
-			return domain.Response{Status: p.Status, ContentType: "application/problem+json", Body: body}, nil
-		}
+// answer is how a mutation answers a change that was applied, from its
+// result. It runs inside the transaction (see domain.Request).
+type answer[T any] func(result T) (domain.Response, error)
+
+// jsonAnswer answers with the result as JSON under status, with the
+// Location and the ETag that location and etag derive from it (nil: none).
+func jsonAnswer[T any](status int, location, etag func(T) string) answer[T] {
+	return func(v T) (domain.Response, error) {
 		body, err := marshal(v)
 		if err != nil {
 			return domain.Response{}, err
 		}
-		return domain.Response{Status: status, ContentType: "application/json", Location: location(v),
-			ETag: etagOf(v), Body: body}, nil
+		resp := domain.Response{Status: status, ContentType: "application/json", Body: body}
+		if location != nil {
+			resp.Location = location(v)
+		}
+		if etag != nil {
+			resp.ETag = etag(v)
+		}
+		return resp, nil
 	}
+}
+
+// refusal is the stored answer to a refused request: its problem.
+func refusal(r *http.Request, de *domain.Error) (domain.Response, error) {
+	p := problemFor(r, de)
+	body, err := marshal(p)
+	if err != nil {
+		return domain.Response{}, err
+	}
+	return domain.Response{Status: p.Status, ContentType: "application/problem+json", Body: body}, nil
 }
 
 // writeResponse sends a response produced by the safe flow, fresh or replayed.
@@ -105,15 +131,5 @@ func writeResponse(w http.ResponseWriter, resp domain.Response) {
 	_, _ = w.Write(resp.Body)
 }
 
-// etagOf returns the strong ETag of a versioned resource, or "".
-func etagOf(v any) string {
-	switch r := v.(type) {
-	case domain.Account:
-		return etag(r.Version)
-	case domain.Payment:
-		return etag(r.Version)
-	}
-	return ""
-}
-
+// etag is the strong ETag of a resource at version.
 func etag(version int64) string { return `"` + strconv.FormatInt(version, 10) + `"` }

@@ -51,51 +51,33 @@ func (in createPaymentRequest) payment() domain.NewPayment {
 		Currency: in.Currency, Description: in.Description, Metadata: in.Metadata}
 }
 
-func paymentLocation(v any) string { return "/v1/payments/" + v.(domain.Payment).ID }
+func paymentLocation(p domain.Payment) string { return "/v1/payments/" + p.ID }
 
-func noLocation(any) string { return "" }
+func paymentETag(p domain.Payment) string { return etag(p.Version) }
 
 func (s *server) handleCreatePayment() http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		in, req, err := mutation[createPaymentRequest](w, r, rendered(r, http.StatusCreated, paymentLocation))
-		if err != nil {
-			s.writeProblem(w, r, err)
-			return
-		}
-		resp, err := s.store.CreatePayment(r.Context(), req, in.payment())
-		if err != nil {
-			s.writeProblem(w, r, err)
-			return
-		}
-		writeResponse(w, resp)
-	}
+	return mutating(s, jsonAnswer(http.StatusCreated, paymentLocation, paymentETag),
+		func(r *http.Request, in createPaymentRequest, req domain.Request[domain.Payment]) (domain.Response, error) {
+			return s.store.CreatePayment(r.Context(), req, in.payment())
+		})
 }
 
-// transitionRequest is the body of a transition: nothing, or {}.
-type transitionRequest struct{}
+// emptyRequest is the body of an action: nothing, or {}.
+type emptyRequest struct{}
 
-func (transitionRequest) valid() []domain.FieldError { return nil }
+func (emptyRequest) valid() []domain.FieldError { return nil }
 
-// handleTransition runs one action of the payment state machine.
+// handleTransition runs one action of the payment state machine; it
+// answers 200 with the payment, without a Location.
 func (s *server) handleTransition(action string) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		_, req, err := mutation[transitionRequest](w, r, rendered(r, http.StatusOK, noLocation))
-		if err != nil {
-			s.writeProblem(w, r, err)
-			return
-		}
-		pre, err := precondition(r)
-		if err != nil {
-			s.writeProblem(w, r, err)
-			return
-		}
-		resp, err := s.store.TransitionPayment(r.Context(), req, chi.URLParam(r, "payment_id"), action, pre)
-		if err != nil {
-			s.writeProblem(w, r, err)
-			return
-		}
-		writeResponse(w, resp)
-	}
+	return mutating(s, jsonAnswer(http.StatusOK, nil, paymentETag),
+		func(r *http.Request, _ emptyRequest, req domain.Request[domain.Payment]) (domain.Response, error) {
+			pre, err := precondition(r)
+			if err != nil {
+				return domain.Response{}, err
+			}
+			return s.store.TransitionPayment(r.Context(), req, chi.URLParam(r, "payment_id"), action, pre)
+		})
 }
 
 // precondition parses If-Match: "*" or a list of entity tags. Our tags are
@@ -141,7 +123,7 @@ func (s *server) handleGetPayment() http.HandlerFunc {
 			s.writeProblem(w, r, err)
 			return
 		}
-		w.Header().Set("ETag", etag(p.Version))
+		w.Header().Set("ETag", paymentETag(p))
 		writeJSON(w, http.StatusOK, p)
 	}
 }
@@ -220,39 +202,26 @@ type batchResponse struct {
 	Data []batchResult `json:"data"`
 }
 
+// answerBatch answers 200 with each item's outcome as it would have
+// answered alone; a refused item's problem names no request instance.
+func answerBatch(items []domain.BatchItem) (domain.Response, error) {
+	out := batchResponse{Data: make([]batchResult, len(items))}
+	for i, it := range items {
+		out.Data[i] = batchResult{Index: i, Status: http.StatusCreated, Body: it.Payment}
+		if it.Refusal != nil {
+			p := newProblem(it.Refusal)
+			out.Data[i] = batchResult{Index: i, Status: p.Status, Body: p}
+		}
+	}
+	return jsonAnswer[batchResponse](http.StatusOK, nil, nil)(out)
+}
+
 func (s *server) handleCreatePaymentBatch() http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		render := func(v any, err error) (domain.Response, error) {
-			if err != nil {
-				return rendered(r, http.StatusOK, noLocation)(nil, err)
-			}
-			items := v.([]domain.BatchItem)
-			out := batchResponse{Data: make([]batchResult, len(items))}
-			for i, it := range items {
-				out.Data[i] = batchResult{Index: i, Status: http.StatusCreated, Body: it.Payment}
-				if it.Err != nil {
-					de, _ := clientError(it.Err)
-					p := problemFor(r, de)
-					p.Instance = ""
-					out.Data[i] = batchResult{Index: i, Status: p.Status, Body: p}
-				}
-			}
-			return rendered(r, http.StatusOK, noLocation)(out, nil)
-		}
-		in, req, err := mutation[batchRequest](w, r, render)
-		if err != nil {
-			s.writeProblem(w, r, err)
-			return
-		}
+	return mutating(s, answerBatch, func(r *http.Request, in batchRequest, req domain.Request[[]domain.BatchItem]) (domain.Response, error) {
 		items := make([]domain.NewPayment, len(in.Items))
 		for i, it := range in.Items {
 			items[i] = it.payment()
 		}
-		resp, err := s.store.CreatePayments(r.Context(), req, items)
-		if err != nil {
-			s.writeProblem(w, r, err)
-			return
-		}
-		writeResponse(w, resp)
-	}
+		return s.store.CreatePayments(r.Context(), req, items)
+	})
 }

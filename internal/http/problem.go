@@ -36,10 +36,15 @@ func clientError(err error) (de *domain.Error, internal bool) {
 	return domain.Internal(), true
 }
 
-// problemFor is the problem detail of de.
-func problemFor(r *http.Request, de *domain.Error) problem {
-	p := problem{Type: problemBase + de.Code, Title: http.StatusText(de.Kind.Status()), Status: de.Kind.Status(),
+// newProblem is the problem detail of de.
+func newProblem(de *domain.Error) problem {
+	return problem{Type: problemBase + de.Code, Title: http.StatusText(de.Kind.Status()), Status: de.Kind.Status(),
 		Detail: de.Detail, Code: de.Code, Errors: de.Fields, CurrentStatus: de.CurrentStatus}
+}
+
+// problemFor is the problem detail of de in answer to r, which it names.
+func problemFor(r *http.Request, de *domain.Error) problem {
+	p := newProblem(de)
 	if id, ok := hlog.IDFromRequest(r); ok {
 		p.Instance = "urn:request:" + id.String()
 	}

@@ -18,25 +18,25 @@ import (
 // Store is what the API needs from the database; *store.Store satisfies it.
 type Store interface {
 	Authenticate(ctx context.Context, secret string) (tenantID string, err error)
-	CreateAccount(ctx context.Context, req domain.Request, in domain.NewAccount) (domain.Response, error)
+	CreateAccount(ctx context.Context, req domain.Request[domain.Account], in domain.NewAccount) (domain.Response, error)
 	GetAccount(ctx context.Context, tenantID, id string) (domain.Account, error)
 	ListAccounts(ctx context.Context, tenantID string, p domain.Page) ([]domain.Account, string, error)
 	ListEntries(ctx context.Context, tenantID, accountID string, p domain.Page) ([]domain.LedgerEntry, string, error)
-	Move(ctx context.Context, req domain.Request, in domain.NewMovement) (domain.Response, error)
+	Move(ctx context.Context, req domain.Request[domain.Movement], in domain.NewMovement) (domain.Response, error)
 	GetMovement(ctx context.Context, tenantID, kind, id string) (domain.Movement, error)
-	CreatePayment(ctx context.Context, req domain.Request, in domain.NewPayment) (domain.Response, error)
-	CreatePayments(ctx context.Context, req domain.Request, items []domain.NewPayment) (domain.Response, error)
-	TransitionPayment(ctx context.Context, req domain.Request, id, action string, pre domain.Precondition) (domain.Response, error)
+	CreatePayment(ctx context.Context, req domain.Request[domain.Payment], in domain.NewPayment) (domain.Response, error)
+	CreatePayments(ctx context.Context, req domain.Request[[]domain.BatchItem], items []domain.NewPayment) (domain.Response, error)
+	TransitionPayment(ctx context.Context, req domain.Request[domain.Payment], id, action string, pre domain.Precondition) (domain.Response, error)
 	GetPayment(ctx context.Context, tenantID, id string) (domain.Payment, error)
 	ListPayments(ctx context.Context, tenantID string, f domain.PaymentFilter, p domain.Page) ([]domain.Payment, string, error)
 	ListEvents(ctx context.Context, tenantID string, p domain.Page) ([]json.RawMessage, string, error)
-	CreateWebhookEndpoint(ctx context.Context, req domain.Request, in domain.NewWebhookEndpoint) (domain.Response, error)
+	CreateWebhookEndpoint(ctx context.Context, req domain.Request[domain.WebhookEndpoint], in domain.NewWebhookEndpoint) (domain.Response, error)
 	GetWebhookEndpoint(ctx context.Context, tenantID, id string) (domain.WebhookEndpoint, error)
 	ListWebhookEndpoints(ctx context.Context, tenantID string, p domain.Page) ([]domain.WebhookEndpoint, string, error)
 	DeleteWebhookEndpoint(ctx context.Context, tenantID, id string) error
 	ListDeliveries(ctx context.Context, tenantID string, f domain.DeliveryFilter, p domain.Page) ([]domain.Delivery, string, error)
-	RetryDelivery(ctx context.Context, req domain.Request, id string) (domain.Response, error)
-	ReplayDead(ctx context.Context, req domain.Request, endpointID string) (domain.Response, error)
+	RetryDelivery(ctx context.Context, req domain.Request[domain.Delivery], id string) (domain.Response, error)
+	ReplayDead(ctx context.Context, req domain.Request[domain.Replay], endpointID string) (domain.Response, error)
 }
 
 // Config wires a Handler.

@@ -42,25 +42,16 @@ func (s *server) checkDestination(ctx context.Context, raw string) error {
 	return err
 }
 
-func endpointLocation(v any) string { return "/v1/webhook-endpoints/" + v.(domain.WebhookEndpoint).ID }
+func endpointLocation(e domain.WebhookEndpoint) string { return "/v1/webhook-endpoints/" + e.ID }
 
 func (s *server) handleCreateEndpoint() http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		in, req, err := mutation[createEndpointRequest](w, r, rendered(r, http.StatusCreated, endpointLocation))
-		if err == nil {
-			err = s.checkDestination(r.Context(), in.URL)
-		}
-		if err != nil {
-			s.writeProblem(w, r, err)
-			return
-		}
-		resp, err := s.store.CreateWebhookEndpoint(r.Context(), req, domain.NewWebhookEndpoint{URL: in.URL, EventTypes: in.EventTypes})
-		if err != nil {
-			s.writeProblem(w, r, err)
-			return
-		}
-		writeResponse(w, resp)
-	}
+	return mutating(s, jsonAnswer(http.StatusCreated, endpointLocation, nil),
+		func(r *http.Request, in createEndpointRequest, req domain.Request[domain.WebhookEndpoint]) (domain.Response, error) {
+			if err := s.checkDestination(r.Context(), in.URL); err != nil {
+				return domain.Response{}, err
+			}
+			return s.store.CreateWebhookEndpoint(r.Context(), req, domain.NewWebhookEndpoint{URL: in.URL, EventTypes: in.EventTypes})
+		})
 }
 
 func (s *server) handleGetEndpoint() http.HandlerFunc {
@@ -102,25 +93,13 @@ func (s *server) handleDeleteEndpoint() http.HandlerFunc {
 	}
 }
 
-// emptyRequest is the body of an action: nothing, or {}.
-type emptyRequest = transitionRequest
-
-// handleAction runs a bodiless POST on the resource named by the path
-// parameter param (empty body or {}), answering 200 with what run returns.
-func (s *server) handleAction(param string, run func(ctx context.Context, req domain.Request, id string) (domain.Response, error)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		_, req, err := mutation[emptyRequest](w, r, rendered(r, http.StatusOK, noLocation))
-		if err != nil {
-			s.writeProblem(w, r, err)
-			return
-		}
-		resp, err := run(r.Context(), req, chi.URLParam(r, param))
-		if err != nil {
-			s.writeProblem(w, r, err)
-			return
-		}
-		writeResponse(w, resp)
-	}
+// handleAction runs a bodiless POST (empty body or {}) on the resource
+// named by the path parameter param, answering 200 with what run returns.
+func handleAction[T any](s *server, param string, run func(ctx context.Context, req domain.Request[T], id string) (domain.Response, error)) http.HandlerFunc {
+	return mutating(s, jsonAnswer[T](http.StatusOK, nil, nil),
+		func(r *http.Request, _ emptyRequest, req domain.Request[T]) (domain.Response, error) {
+			return run(r.Context(), req, chi.URLParam(r, param))
+		})
 }
 
 func (s *server) handleListDeliveries() http.HandlerFunc {

@@ -62,8 +62,8 @@ VALUES ($1, $2, 'system', $3, 'external', $4)
 ON CONFLICT (tenant_id, currency) WHERE kind = 'system' DO NOTHING`
 
 // CreateAccount opens a customer account and stages account.created.
-func (s *Store) CreateAccount(ctx context.Context, req domain.Request, in domain.NewAccount) (domain.Response, error) {
-	return s.safeFlow(ctx, req, func(ctx context.Context, tx pgx.Tx) (any, *pgx.Batch, error) {
+func (s *Store) CreateAccount(ctx context.Context, req domain.Request[domain.Account], in domain.NewAccount) (domain.Response, error) {
+	return safeFlow(ctx, s, req, func(ctx context.Context, tx pgx.Tx) (domain.Account, *pgx.Batch, error) {
 		now := s.now()
 		a := in.Open(req.TenantID, now)
 		b := &pgx.Batch{}
@@ -75,7 +75,7 @@ func (s *Store) CreateAccount(ctx context.Context, req domain.Request, in domain
 			ID: domain.NewID(domain.PrefixEvent, now), TenantID: req.TenantID, Type: "account.created",
 			AggregateType: "account", AggregateID: a.ID, Sequence: a.Version, Data: a, CreatedAt: now,
 		}); err != nil {
-			return nil, nil, err
+			return domain.Account{}, nil, err
 		}
 		return a, b, nil
 	})

@@ -3,7 +3,6 @@ package store_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"testing"
 
@@ -12,26 +11,24 @@ import (
 	"github.com/safeflow/safeflow/internal/testdb"
 )
 
-// renderAll renders results as 201 and stored refusals as their code, like
-// the HTTP layer does, without depending on it.
-func renderAll(v any, err error) (domain.Response, error) {
-	var de *domain.Error
-	if errors.As(err, &de) {
-		return domain.Response{Status: http.StatusUnprocessableEntity, ContentType: "application/problem+json", Body: []byte(de.Code)}, nil
+// request is a request under key with fingerprint fp, answered as the HTTP
+// layer would without depending on it: an applied change 201 with its
+// Location (the id that id gives), a stored refusal 422 with its code.
+func request[T any](tenant, key, fp string, id func(T) string) domain.Request[T] {
+	return domain.Request[T]{
+		Idempotency: domain.Idempotency{TenantID: tenant, Key: key, Fingerprint: []byte(fp)},
+		Render: func(v T) (domain.Response, error) {
+			body, err := json.Marshal(v)
+			return domain.Response{Status: http.StatusCreated, ContentType: "application/json", Location: "/v1/x/" + id(v), Body: body}, err
+		},
+		Refuse: func(de *domain.Error) (domain.Response, error) {
+			return domain.Response{Status: http.StatusUnprocessableEntity, ContentType: "application/problem+json", Body: []byte(de.Code)}, nil
+		},
 	}
-	if err != nil {
-		return domain.Response{}, err
-	}
-	body, err := json.Marshal(v)
-	loc := "/v1/x/"
-	switch r := v.(type) {
-	case domain.Account:
-		loc += r.ID
-	case domain.Movement:
-		loc += r.ID
-	}
-	return domain.Response{Status: http.StatusCreated, ContentType: "application/json", Location: loc, Body: body}, err
 }
+
+func accountID(a domain.Account) string   { return a.ID }
+func movementID(m domain.Movement) string { return m.ID }
 
 // When the database refuses a write that the domain allowed (the CHECK on
 // the books is the last line of defence), the writes roll back to the
@@ -46,7 +43,7 @@ func TestRefusalOfAWriteIsStoredAndNothingIsWritten(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := st.CreateAccount(ctx, domain.Request{TenantID: tenant, Key: "a", Fingerprint: []byte("a"), Render: renderAll}, domain.NewAccount{Currency: "USD"})
+	res, err := st.CreateAccount(ctx, request(tenant, "a", "a", accountID), domain.NewAccount{Currency: "USD"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +60,7 @@ func TestRefusalOfAWriteIsStoredAndNothingIsWritten(t *testing.T) {
 		CREATE TRIGGER refuse BEFORE UPDATE ON accounts FOR EACH ROW EXECUTE FUNCTION refuse();`); err != nil {
 		t.Fatal(err)
 	}
-	req := domain.Request{TenantID: tenant, Key: "dep", Fingerprint: []byte("dep"), Render: renderAll}
+	req := request(tenant, "dep", "dep", movementID)
 	in := domain.NewMovement{Kind: domain.KindDeposit, AccountID: a.ID, Amount: 10}
 	first, err := st.Move(ctx, req, in)
 	if err != nil {

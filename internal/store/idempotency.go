@@ -37,7 +37,7 @@ WHERE tenant_id = $1 AND key = $2`
 // The INSERT and the SELECT must be two statements: under READ COMMITTED
 // each statement takes its own snapshot, and only a statement that starts
 // after the wait sees the row the other transaction committed.
-func (s *Store) claim(ctx context.Context, tx pgx.Tx, req domain.Request) (domain.Response, bool, error) {
+func (s *Store) claim(ctx context.Context, tx pgx.Tx, req domain.Idempotency) (domain.Response, bool, error) {
 	now := s.now()
 	for range 3 {
 		tag, err := tx.Exec(ctx, claimKey, req.TenantID, req.Key, req.Fingerprint, now.Add(s.opt.IdempotencyTTL))
@@ -83,7 +83,7 @@ func (s *Store) claim(ctx context.Context, tx pgx.Tx, req domain.Request) (domai
 }
 
 // queueComplete queues the storing of the rendered response on the claimed record.
-func (s *Store) queueComplete(b *pgx.Batch, req domain.Request, r domain.Response) {
+func queueComplete(b *pgx.Batch, req domain.Idempotency, r domain.Response) {
 	b.Queue(completeKey, req.TenantID, req.Key, r.Status, r.ContentType, nullable(r.Location), nullable(r.ETag), r.Body).Exec(expectOne)
 }
 

@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"sync"
 	"testing"
@@ -24,14 +23,6 @@ type clock struct {
 func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
 func (c *clock) Add(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.now = c.now.Add(d) }
 
-func render(v any, err error) (domain.Response, error) {
-	if err != nil {
-		return domain.Response{}, err
-	}
-	body, err := json.Marshal(v)
-	return domain.Response{Status: 201, ContentType: "application/json", Location: "/v1/accounts/" + v.(domain.Account).ID, Body: body}, err
-}
-
 func TestExpiredKeysAreFreedAndPurged(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -48,8 +39,7 @@ func TestExpiredKeysAreFreedAndPurged(t *testing.T) {
 	}
 	create := func(key, fp string) domain.Response {
 		t.Helper()
-		resp, err := st.CreateAccount(ctx, domain.Request{TenantID: tenant, Key: key, Fingerprint: []byte(fp), Render: render},
-			domain.NewAccount{Currency: "USD"})
+		resp, err := st.CreateAccount(ctx, request(tenant, key, fp, accountID), domain.NewAccount{Currency: "USD"})
 		if err != nil {
 			t.Fatalf("create account under %s: %v", key, err)
 		}

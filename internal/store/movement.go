@@ -46,20 +46,20 @@ WHERE tenant_id = $1 AND id = $2 AND version = $6 - 1`
 // Move applies a deposit or a withdrawal: it locks the account, decides the
 // posting, and queues the movement, its two ledger lines, the new books and
 // the event, which the safe flow writes in one round trip.
-func (s *Store) Move(ctx context.Context, req domain.Request, in domain.NewMovement) (domain.Response, error) {
-	return s.safeFlow(ctx, req, func(ctx context.Context, tx pgx.Tx) (any, *pgx.Batch, error) {
+func (s *Store) Move(ctx context.Context, req domain.Request[domain.Movement], in domain.NewMovement) (domain.Response, error) {
+	return safeFlow(ctx, s, req, func(ctx context.Context, tx pgx.Tx) (domain.Movement, *pgx.Batch, error) {
 		acct, err := lockAccount(ctx, tx, req.TenantID, in.AccountID)
 		if err != nil {
-			return nil, nil, err
+			return domain.Movement{}, nil, err
 		}
 		sys, err := s.systemAccountID(ctx, tx, req.TenantID, acct.Currency)
 		if err != nil {
-			return nil, nil, err
+			return domain.Movement{}, nil, err
 		}
 		now := s.now()
 		p, err := acct.Move(in, sys, now)
 		if err != nil {
-			return nil, nil, err
+			return domain.Movement{}, nil, err
 		}
 		m, a := p.Movement, p.Account
 		b := &pgx.Batch{}
@@ -70,7 +70,7 @@ func (s *Store) Move(ctx context.Context, req domain.Request, in domain.NewMovem
 			ID: domain.NewID(domain.PrefixEvent, now), TenantID: req.TenantID, Type: in.Kind + ".created",
 			AggregateType: in.Kind, AggregateID: m.ID, Sequence: 1, Data: m, CreatedAt: now,
 		}); err != nil {
-			return nil, nil, err
+			return domain.Movement{}, nil, err
 		}
 		return m, b, nil
 	})

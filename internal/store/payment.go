@@ -82,11 +82,11 @@ func queuePaymentChange(b *pgx.Batch, c domain.PaymentChange) error {
 // CreatePayment creates a pending payment and holds its amount on the
 // payer: it locks payer and payee in ascending id order, decides, and
 // writes the payment, its journal, the payer's books and payment.created.
-func (s *Store) CreatePayment(ctx context.Context, req domain.Request, in domain.NewPayment) (domain.Response, error) {
-	return s.safeFlow(ctx, req, func(ctx context.Context, tx pgx.Tx) (any, *pgx.Batch, error) {
+func (s *Store) CreatePayment(ctx context.Context, req domain.Request[domain.Payment], in domain.NewPayment) (domain.Response, error) {
+	return safeFlow(ctx, s, req, func(ctx context.Context, tx pgx.Tx) (domain.Payment, *pgx.Batch, error) {
 		locked, err := lockAccountSet(ctx, tx, req.TenantID, []string{in.PayerAccountID, in.PayeeAccountID})
 		if err != nil {
-			return nil, nil, err
+			return domain.Payment{}, nil, err
 		}
 		return planned(in.Create(req.TenantID, locked, s.now()))
 	})
@@ -95,15 +95,15 @@ func (s *Store) CreatePayment(ctx context.Context, req domain.Request, in domain
 // TransitionPayment runs action (confirm, settle, cancel, refund) on the
 // tenant's payment id under the If-Match precondition: it locks the
 // payment, then the accounts the transition moves, in ascending id order.
-func (s *Store) TransitionPayment(ctx context.Context, req domain.Request, id, action string, pre domain.Precondition) (domain.Response, error) {
-	return s.safeFlow(ctx, req, func(ctx context.Context, tx pgx.Tx) (any, *pgx.Batch, error) {
+func (s *Store) TransitionPayment(ctx context.Context, req domain.Request[domain.Payment], id, action string, pre domain.Precondition) (domain.Response, error) {
+	return safeFlow(ctx, s, req, func(ctx context.Context, tx pgx.Tx) (domain.Payment, *pgx.Batch, error) {
 		p, err := getPayment(ctx, tx, req.TenantID, id, selectPayment+` FOR UPDATE`)
 		if err != nil {
-			return nil, nil, err
+			return domain.Payment{}, nil, err
 		}
 		t, err := p.Check(action, pre)
 		if err != nil {
-			return nil, nil, err
+			return domain.Payment{}, nil, err
 		}
 		ids := make([]string, 0, 2)
 		for _, party := range t.Parties() {
@@ -111,23 +111,23 @@ func (s *Store) TransitionPayment(ctx context.Context, req domain.Request, id, a
 		}
 		locked, err := lockAccountSet(ctx, tx, req.TenantID, ids)
 		if err != nil {
-			return nil, nil, err
+			return domain.Payment{}, nil, err
 		}
 		if len(locked) != len(ids) {
-			return nil, nil, errors.New("store: an account of payment " + p.ID + " is missing")
+			return domain.Payment{}, nil, errors.New("store: an account of payment " + p.ID + " is missing")
 		}
 		return planned(p.Apply(t, locked[p.PayerAccountID], locked[p.PayeeAccountID], s.now()))
 	})
 }
 
 // planned turns a decided payment change into the step's result and writes.
-func planned(c domain.PaymentChange, err error) (any, *pgx.Batch, error) {
+func planned(c domain.PaymentChange, err error) (domain.Payment, *pgx.Batch, error) {
 	if err != nil {
-		return nil, nil, err
+		return domain.Payment{}, nil, err
 	}
 	b := &pgx.Batch{}
 	if err := queuePaymentChange(b, c); err != nil {
-		return nil, nil, err
+		return domain.Payment{}, nil, err
 	}
 	return c.Payment, b, nil
 }
@@ -139,8 +139,8 @@ func planned(c domain.PaymentChange, err error) (any, *pgx.Batch, error) {
 // them, and written in its own savepoint: an item the domain or the
 // database refuses is rolled back to its savepoint and reported, and the
 // others commit. The batch's response is stored under its one key.
-func (s *Store) CreatePayments(ctx context.Context, req domain.Request, items []domain.NewPayment) (domain.Response, error) {
-	return s.safeFlow(ctx, req, func(ctx context.Context, tx pgx.Tx) (any, *pgx.Batch, error) {
+func (s *Store) CreatePayments(ctx context.Context, req domain.Request[[]domain.BatchItem], items []domain.NewPayment) (domain.Response, error) {
+	return safeFlow(ctx, s, req, func(ctx context.Context, tx pgx.Tx) ([]domain.BatchItem, *pgx.Batch, error) {
 		ids := make([]string, 0, 2*len(items))
 		for _, in := range items {
 			ids = append(ids, in.PayerAccountID, in.PayeeAccountID)
@@ -156,17 +156,18 @@ func (s *Store) CreatePayments(ctx context.Context, req domain.Request, items []
 			if err == nil {
 				err = writeInSavepoint(ctx, tx, c)
 			}
-			if _, refused := storedRefusal(err); err != nil && !refused {
+			refusal, refused := storedRefusal(err)
+			switch {
+			case refused:
+				out[i].Refusal = refusal
+			case err != nil:
 				return nil, nil, err // transient or internal: the whole batch fails, nothing is kept
+			default:
+				for _, a := range c.Accounts {
+					locked[a.ID] = a
+				}
+				out[i].Payment = c.Payment
 			}
-			if err != nil {
-				out[i].Err = err
-				continue
-			}
-			for _, a := range c.Accounts {
-				locked[a.ID] = a
-			}
-			out[i].Payment = c.Payment
 		}
 		return out, &pgx.Batch{}, nil
 	})

@@ -41,8 +41,8 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)`
 
 // CreateWebhookEndpoint subscribes a URL. The answer, secret included, is
 // stored like any other, so a replay of the request shows the same secret.
-func (s *Store) CreateWebhookEndpoint(ctx context.Context, req domain.Request, in domain.NewWebhookEndpoint) (domain.Response, error) {
-	return s.safeFlow(ctx, req, func(ctx context.Context, tx pgx.Tx) (any, *pgx.Batch, error) {
+func (s *Store) CreateWebhookEndpoint(ctx context.Context, req domain.Request[domain.WebhookEndpoint], in domain.NewWebhookEndpoint) (domain.Response, error) {
+	return safeFlow(ctx, s, req, func(ctx context.Context, tx pgx.Tx) (domain.WebhookEndpoint, *pgx.Batch, error) {
 		e := in.Create(req.TenantID, s.now())
 		b := &pgx.Batch{}
 		b.Queue(lockWebhooks, req.TenantID)
@@ -199,15 +199,15 @@ const enableEndpoint = `UPDATE webhook_endpoints SET status = 'enabled' WHERE te
 // RetryDelivery makes a dead delivery pending again and wakes the relays.
 // Its endpoint is enabled again if a 410 had disabled it: retrying says the
 // receiver is back.
-func (s *Store) RetryDelivery(ctx context.Context, req domain.Request, id string) (domain.Response, error) {
-	return s.safeFlow(ctx, req, func(ctx context.Context, tx pgx.Tx) (any, *pgx.Batch, error) {
+func (s *Store) RetryDelivery(ctx context.Context, req domain.Request[domain.Delivery], id string) (domain.Response, error) {
+	return safeFlow(ctx, s, req, func(ctx context.Context, tx pgx.Tx) (domain.Delivery, *pgx.Batch, error) {
 		r, err := findOne[deliveryRow](ctx, tx, lockDelivery, "webhook delivery", domain.PrefixDelivery, req.TenantID, id)
 		if err != nil {
-			return nil, nil, err
+			return domain.Delivery{}, nil, err
 		}
 		d, err := r.delivery().Retry(s.now())
 		if err != nil {
-			return nil, nil, err
+			return domain.Delivery{}, nil, err
 		}
 		b := &pgx.Batch{}
 		b.Queue(reviveDeliveries, req.TenantID, []string{d.ID}, *d.NextAttemptAt).Exec(expectOne)
@@ -228,15 +228,15 @@ const lockDeadOfTarget = `SELECT id FROM webhook_deliveries WHERE tenant_id = $1
 // its webhook-id kept) and enables the endpoint. Only dead rows move, so
 // replaying again moves nothing new. The endpoint is read, not locked: if it
 // is deleted meanwhile, its deliveries go with it and the update finds none.
-func (s *Store) ReplayDead(ctx context.Context, req domain.Request, endpointID string) (domain.Response, error) {
-	return s.safeFlow(ctx, req, func(ctx context.Context, tx pgx.Tx) (any, *pgx.Batch, error) {
+func (s *Store) ReplayDead(ctx context.Context, req domain.Request[domain.Replay], endpointID string) (domain.Response, error) {
+	return safeFlow(ctx, s, req, func(ctx context.Context, tx pgx.Tx) (domain.Replay, *pgx.Batch, error) {
 		if _, err := getEndpoint(ctx, tx, req.TenantID, endpointID, selectEndpoint); err != nil {
-			return nil, nil, err
+			return domain.Replay{}, nil, err
 		}
 		rows, _ := tx.Query(ctx, lockDeadOfTarget, req.TenantID, endpointID)
 		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
-			return nil, nil, err
+			return domain.Replay{}, nil, err
 		}
 		b := &pgx.Batch{}
 		b.Queue(enableEndpoint, req.TenantID, endpointID)
