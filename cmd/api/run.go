@@ -21,7 +21,7 @@ import (
 
 	"github.com/safeflow/safeflow"
 	apihttp "github.com/safeflow/safeflow/internal/http"
-	"github.com/safeflow/safeflow/internal/outbox"
+	"github.com/safeflow/safeflow/internal/relay"
 	"github.com/safeflow/safeflow/internal/store"
 )
 
@@ -51,7 +51,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case args[0] == "serve" && len(args) == 1:
 		err = serve(ctx, cfg, log)
 	case args[0] == "relay" && len(args) == 1:
-		err = relay(ctx, cfg, log)
+		err = runRelay(ctx, cfg, log)
 	case args[0] == "migrate" && len(args) == 2:
 		err = migrate(ctx, cfg, args[1], stdout)
 	case args[0] == "apikey" && len(args) >= 2 && args[1] == "create":
@@ -239,7 +239,7 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 	if cfg.RelayEnabled {
 		stopRelay = startRelay(ctx, pool, cfg, reg, log)
 	} else {
-		outbox.NewMetrics(reg, pool) // the backlog is worth watching from here too
+		relay.NewMetrics(reg, pool) // the backlog is worth watching from here too
 	}
 
 	serveErr := make(chan error, 1)
@@ -272,17 +272,17 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 // stops it: no new claims, the deliveries in flight finish and are recorded
 // (or, if ctx ends first, are abandoned to their leases).
 func startRelay(ctx context.Context, pool *pgxpool.Pool, cfg config, reg prometheus.Registerer, log zerolog.Logger) func(context.Context) error {
-	r := outbox.NewRelay(pool, outbox.Config{
+	r := relay.New(pool, relay.Config{
 		MaxAttempts: cfg.RelayMaxAttempts, BackoffBase: cfg.RelayBackoffBase, BackoffMax: cfg.RelayBackoffMax,
 		DeliveryTimeout: cfg.DeliveryTimeout, PollInterval: cfg.RelayPollInterval, PollOnly: cfg.RelayPollOnly,
-		AllowPrivate: cfg.WebhookAllowPrivate, Logger: log, Metrics: outbox.NewMetrics(reg, pool),
-		Retention: outbox.Retention{Delivered: cfg.RetainDelivered, Dead: cfg.RetainDead, Events: cfg.RetainEvents},
+		AllowPrivate: cfg.WebhookAllowPrivate, Logger: log, Metrics: relay.NewMetrics(reg, pool),
+		Retention: relay.Retention{Delivered: cfg.RetainDelivered, Dead: cfg.RetainDead, Events: cfg.RetainEvents},
 	})
 	rctx, kill := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = r.Run(rctx)
+		r.Run(rctx)
 	}()
 	log.Info().Bool("poll_only", cfg.RelayPollOnly).Msg("webhook relay started")
 	return func(sctx context.Context) error {
@@ -296,9 +296,9 @@ func startRelay(ctx context.Context, pool *pgxpool.Pool, cfg config, reg prometh
 	}
 }
 
-// relay runs the webhook relay alone, with /healthz and /metrics on
+// runRelay runs the webhook relay alone, with /healthz and /metrics on
 // HTTP_ADDR, until ctx ends; then it finishes the deliveries in flight.
-func relay(ctx context.Context, cfg config, log zerolog.Logger) error {
+func runRelay(ctx context.Context, cfg config, log zerolog.Logger) error {
 	pool, err := openPool(ctx, cfg.DatabaseURL, false)
 	if err != nil {
 		return err

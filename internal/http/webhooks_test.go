@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,8 +20,8 @@ import (
 
 	"github.com/safeflow/safeflow"
 	apihttp "github.com/safeflow/safeflow/internal/http"
-	"github.com/safeflow/safeflow/internal/outbox"
-	"github.com/safeflow/safeflow/internal/testdb"
+	"github.com/safeflow/safeflow/internal/relay"
+	"github.com/safeflow/safeflow/internal/relaytest"
 )
 
 func TestWebhookEndpoints(t *testing.T) {
@@ -111,8 +112,8 @@ func TestWebhookPrivateDestinationsRefused(t *testing.T) {
 func TestWebhookDeliveredSignedAndFiltered(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	all := newReceiver(t, nil)
-	deposits := newReceiver(t, nil)
+	all := relaytest.NewReceiver(t, nil)
+	deposits := relaytest.NewReceiver(t, nil)
 	eAll := h.mustEndpoint(t, all.URL+"/hooks")
 	eDep := h.mustEndpoint(t, deposits.URL, "deposit.created")
 
@@ -125,9 +126,9 @@ func TestWebhookDeliveredSignedAndFiltered(t *testing.T) {
 	h.mustDeposit(t, a.ID, 500)
 	h.post(t, "/v1/accounts/"+a.ID+"/withdrawals", newKey(), `{"amount":200}`).want(t, http.StatusCreated)
 	// Recorded after the receivers answered, so wait on the records.
-	eventually(t, "3 + 1 deliveries", func() bool { return len(h.deliveries(t, "status=delivered")) == 4 })
-	if len(all.got()) != 3 || len(deposits.got()) != 1 {
-		t.Fatalf("receivers got %d and %d requests, want 3 and 1", len(all.got()), len(deposits.got()))
+	relaytest.Eventually(t, "3 + 1 deliveries", func() bool { return len(h.deliveries(t, "status=delivered")) == 4 })
+	if len(all.Got()) != 3 || len(deposits.Got()) != 1 {
+		t.Fatalf("receivers got %d and %d requests, want 3 and 1", len(all.Got()), len(deposits.Got()))
 	}
 
 	var feed struct {
@@ -135,7 +136,7 @@ func TestWebhookDeliveredSignedAndFiltered(t *testing.T) {
 	}
 	// The feed serves an event once every older transaction of the cluster
 	// has ended; other tests run in parallel.
-	eventually(t, "the feed's 3 events", func() bool {
+	relaytest.Eventually(t, "the feed's 3 events", func() bool {
 		h.get(t, "/v1/events").want(t, http.StatusOK).decode(t, &feed)
 		return len(feed.Data) == 3
 	})
@@ -146,34 +147,34 @@ func TestWebhookDeliveredSignedAndFiltered(t *testing.T) {
 		byID[env.ID] = ev
 	}
 	now := time.Now().Unix()
-	check := func(rc *receiver, secret string, wantTypes ...string) {
+	check := func(hits []relaytest.Hit, secret string, wantTypes ...string) {
 		t.Helper()
-		for i, hit := range rc.got() {
-			if !verifySignature(secret, hit) {
-				t.Errorf("signature %q does not verify for %s", hit.signature, hit.id)
+		for i, hit := range hits {
+			if !relaytest.VerifySignature(secret, hit) {
+				t.Errorf("signature %q does not verify for %s", hit.Signature, hit.ID)
 			}
-			if ts := atoi(hit.timestamp); ts < now-300 || ts > now+300 {
-				t.Errorf("webhook-timestamp %q is not now", hit.timestamp)
+			if ts := atoi(hit.Timestamp); ts < now-300 || ts > now+300 {
+				t.Errorf("webhook-timestamp %q is not now", hit.Timestamp)
 			}
-			if !bytes.Equal(hit.body, byID[hit.id]) {
-				t.Errorf("body of %s is not the feed's envelope:\n%s\n%s", hit.id, hit.body, byID[hit.id])
+			if !bytes.Equal(hit.Body, byID[hit.ID]) {
+				t.Errorf("body of %s is not the feed's envelope:\n%s\n%s", hit.ID, hit.Body, byID[hit.ID])
 			}
-			if hit.contentType != "application/json" {
-				t.Errorf("Content-Type %q", hit.contentType)
+			if hit.ContentType != "application/json" {
+				t.Errorf("Content-Type %q", hit.ContentType)
 			}
 			var env struct{ ID, Type string }
-			json.Unmarshal(hit.body, &env)
-			if env.ID != hit.id || env.Type != wantTypes[i] {
-				t.Errorf("hit %d: webhook-id %s, envelope %s %s; want type %s", i, hit.id, env.ID, env.Type, wantTypes[i])
+			json.Unmarshal(hit.Body, &env)
+			if env.ID != hit.ID || env.Type != wantTypes[i] {
+				t.Errorf("hit %d: webhook-id %s, envelope %s %s; want type %s", i, hit.ID, env.ID, env.Type, wantTypes[i])
 			}
 		}
 	}
 	// One relay sends one event's deliveries in commit order of the claims,
 	// but order is not promised; sort by the feed.
-	sortHits(all, feed.Data)
-	check(all, eAll.Secret, "account.created", "deposit.created", "withdrawal.created")
-	check(deposits, eDep.Secret, "deposit.created")
-	if verifySignature(eDep.Secret, all.got()[0]) {
+	allHits := inFeedOrder(all.Got(), feed.Data)
+	check(allHits, eAll.Secret, "account.created", "deposit.created", "withdrawal.created")
+	check(deposits.Got(), eDep.Secret, "deposit.created")
+	if relaytest.VerifySignature(eDep.Secret, allHits[0]) {
 		t.Error("a signature verifies with another endpoint's secret")
 	}
 
@@ -199,92 +200,16 @@ func TestWebhookDeliveredSignedAndFiltered(t *testing.T) {
 	other.post(t, "/v1/webhook-deliveries/"+ds[0].ID+"/retry", newKey(), "").wantProblem(t, http.StatusNotFound, "not_found")
 }
 
-func sortHits(rc *receiver, feed []json.RawMessage) {
+// inFeedOrder sorts hits by the position of their event in the feed.
+func inFeedOrder(hits []relaytest.Hit, feed []json.RawMessage) []relaytest.Hit {
 	rank := map[string]int{}
 	for i, ev := range feed {
 		var env struct{ ID string }
 		json.Unmarshal(ev, &env)
 		rank[env.ID] = i
 	}
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	for i := range rc.hits {
-		for j := i + 1; j < len(rc.hits); j++ {
-			if rank[rc.hits[j].id] < rank[rc.hits[i].id] {
-				rc.hits[i], rc.hits[j] = rc.hits[j], rc.hits[i]
-			}
-		}
-	}
-}
-
-func TestWebhookRetriedUntilDelivered(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t)
-	rc := newReceiver(t, func(hit hit, w http.ResponseWriter, _ *http.Request) {
-		switch hit.attempt {
-		case 1:
-			w.WriteHeader(http.StatusInternalServerError)
-		case 2:
-			w.Header().Set("Location", "https://elsewhere.example.com/")
-			w.WriteHeader(http.StatusFound) // a redirect is a failure, not followed
-		case 3:
-			time.Sleep(500 * time.Millisecond) // past the delivery timeout
-		}
-	})
-	e := h.mustEndpoint(t, rc.URL)
-	relay := h.startRelay(t, func(c *outbox.Config) { c.DeliveryTimeout = 200 * time.Millisecond })
-	h.mustAccount(t, "EUR")
-	eventually(t, "delivered", func() bool {
-		ds := h.deliveries(t, "status=delivered")
-		return len(ds) == 1
-	})
-	d := h.deliveries(t, "endpoint_id="+e.ID)[0]
-	if d.Attempts != 4 || *d.LastStatusCode != 200 {
-		t.Errorf("delivery %+v, want delivered at attempt 4", d)
-	}
-	hits := rc.got()
-	if len(hits) != 4 {
-		t.Fatalf("%d requests, want 4", len(hits))
-	}
-	for _, hit := range hits {
-		if hit.id != d.EventID || !verifySignature(e.Secret, hit) {
-			t.Errorf("attempt %d: webhook-id %s (want the event id %s on every attempt), signature valid %v",
-				hit.attempt, hit.id, d.EventID, verifySignature(e.Secret, hit))
-		}
-	}
-	for result, want := range map[string]float64{"5xx": 1, "3xx": 1, "timeout": 1, "2xx": 1} {
-		if got := relay.metric(t, "safeflow_webhook_attempts_total", "result", result); got != want {
-			t.Errorf("attempts{result=%s} = %v, want %v", result, got, want)
-		}
-	}
-	if got := relay.metric(t, "safeflow_webhook_deliveries_total", "outcome", "retry"); got != 3 {
-		t.Errorf("deliveries{outcome=retry} = %v, want 3", got)
-	}
-}
-
-func TestWebhookRetryAfterIsHonoured(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t)
-	rc := newReceiver(t, func(_ hit, w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Retry-After", "120")
-		w.WriteHeader(http.StatusServiceUnavailable)
-	})
-	h.mustEndpoint(t, rc.URL)
-	h.startRelay(t, func(c *outbox.Config) { c.BackoffMax = time.Hour })
-	h.mustAccount(t, "EUR")
-	var d delivery
-	eventually(t, "the first attempt recorded", func() bool {
-		ds := h.deliveries(t, "")
-		d = ds[0]
-		return d.Attempts == 1 && d.LastStatusCode != nil
-	})
-	// Without Retry-After the next attempt would be due within 5 ms (BackoffBase).
-	if d.Status != "pending" || d.NextAttemptAt == nil || time.Until(*d.NextAttemptAt) < 100*time.Second {
-		t.Errorf("delivery %+v: want pending, next attempt about 120 s after the 503", d)
-	}
-	if *d.LastStatusCode != 503 || d.LastError == nil || !strings.HasPrefix(*d.LastError, "HTTP 503") {
-		t.Errorf("last error %v / %v", d.LastStatusCode, d.LastError)
-	}
+	slices.SortStableFunc(hits, func(a, b relaytest.Hit) int { return rank[a.ID] - rank[b.ID] })
+	return hits
 }
 
 func TestWebhookDeadRetryAndReplay(t *testing.T) {
@@ -292,17 +217,17 @@ func TestWebhookDeadRetryAndReplay(t *testing.T) {
 	h := newHarness(t)
 	var broken atomic.Bool
 	broken.Store(true)
-	rc := newReceiver(t, func(_ hit, w http.ResponseWriter, _ *http.Request) {
+	rc := relaytest.NewReceiver(t, func(_ relaytest.Hit, w http.ResponseWriter, _ *http.Request) {
 		if broken.Load() {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			w.Write([]byte("down for maintenance"))
 		}
 	})
 	e := h.mustEndpoint(t, rc.URL)
-	h.startRelay(t, func(c *outbox.Config) { c.MaxAttempts = 3 })
+	h.startRelay(t, func(c *relay.Config) { c.MaxAttempts = 3 })
 	a := h.mustAccount(t, "EUR")
 	h.mustDeposit(t, a.ID, 100)
-	eventually(t, "two dead deliveries", func() bool { return len(h.deliveries(t, "status=dead")) == 2 })
+	relaytest.Eventually(t, "two dead deliveries", func() bool { return len(h.deliveries(t, "status=dead")) == 2 })
 	dead := h.deliveries(t, "status=dead&endpoint_id="+e.ID)
 	for _, d := range dead {
 		if d.Attempts != 3 || d.LastError == nil || *d.LastError != "HTTP 503: down for maintenance (attempt 3 of 3: no more attempts)" ||
@@ -310,7 +235,7 @@ func TestWebhookDeadRetryAndReplay(t *testing.T) {
 			t.Errorf("dead delivery %+v", d)
 		}
 	}
-	if n := len(rc.got()); n != 6 {
+	if n := len(rc.Got()); n != 6 {
 		t.Errorf("%d requests, want 3 per delivery", n)
 	}
 	broken.Store(false)
@@ -321,7 +246,7 @@ func TestWebhookDeadRetryAndReplay(t *testing.T) {
 	if retried.Status != "pending" || retried.Attempts != 0 || retried.NextAttemptAt == nil {
 		t.Errorf("retried = %+v, want pending, due, attempts afresh", retried)
 	}
-	eventually(t, "the retried one delivered", func() bool { return len(h.deliveries(t, "status=delivered")) == 1 })
+	relaytest.Eventually(t, "the retried one delivered", func() bool { return len(h.deliveries(t, "status=delivered")) == 1 })
 	h.post(t, "/v1/webhook-deliveries/"+dead[1].ID+"/retry", newKey(), "").wantProblem(t, http.StatusConflict, "invalid_transition")
 
 	// The rest of the endpoint's dead letters; a replay moves only dead rows.
@@ -336,7 +261,7 @@ func TestWebhookDeadRetryAndReplay(t *testing.T) {
 	if rp.Replayed != 1 || rp.EndpointID != e.ID || rp.Object != "webhook_replay" {
 		t.Errorf("replay = %+v, want 1 replayed", rp)
 	}
-	eventually(t, "all delivered", func() bool { return len(h.deliveries(t, "status=delivered")) == 2 })
+	relaytest.Eventually(t, "all delivered", func() bool { return len(h.deliveries(t, "status=delivered")) == 2 })
 	again := h.post(t, "/v1/webhook-endpoints/"+e.ID+"/replay-dead", key, "{}").want(t, http.StatusOK)
 	if !bytes.Equal(again.body, first.body) || again.header.Get("Idempotent-Replayed") != "true" {
 		t.Errorf("replay under the same key: %s", again.body)
@@ -346,8 +271,8 @@ func TestWebhookDeadRetryAndReplay(t *testing.T) {
 		t.Errorf("a second replay moved %d deliveries, want 0", rp.Replayed)
 	}
 	perID := map[string]int{}
-	for _, hit := range rc.got() {
-		perID[hit.id]++
+	for _, hit := range rc.Got() {
+		perID[hit.ID]++
 	}
 	if len(perID) != 2 || perID[dead[0].EventID] != 4 || perID[dead[1].EventID] != 4 {
 		t.Errorf("requests per webhook-id = %v, want 4 each under the event ids", perID)
@@ -363,7 +288,7 @@ func TestWebhookGoneDisablesEndpoint(t *testing.T) {
 	h := newHarness(t)
 	var gone atomic.Bool
 	gone.Store(true)
-	rc := newReceiver(t, func(_ hit, w http.ResponseWriter, _ *http.Request) {
+	rc := relaytest.NewReceiver(t, func(_ relaytest.Hit, w http.ResponseWriter, _ *http.Request) {
 		if gone.Load() {
 			w.WriteHeader(http.StatusGone)
 		}
@@ -371,7 +296,7 @@ func TestWebhookGoneDisablesEndpoint(t *testing.T) {
 	e := h.mustEndpoint(t, rc.URL)
 	h.startRelay(t, nil)
 	a := h.mustAccount(t, "EUR")
-	eventually(t, "dead after 410", func() bool { return len(h.deliveries(t, "status=dead")) == 1 })
+	relaytest.Eventually(t, "dead after 410", func() bool { return len(h.deliveries(t, "status=dead")) == 1 })
 	var got endpoint
 	h.get(t, "/v1/webhook-endpoints/"+e.ID).want(t, http.StatusOK).decode(t, &got)
 	if got.Status != "disabled" {
@@ -382,8 +307,8 @@ func TestWebhookGoneDisablesEndpoint(t *testing.T) {
 		t.Errorf("delivery %+v, want dead at the first attempt", d)
 	}
 	h.mustDeposit(t, a.ID, 100) // goes dead unsent
-	eventually(t, "both dead", func() bool { return len(h.deliveries(t, "status=dead")) == 2 })
-	if n := len(rc.got()); n != 1 {
+	relaytest.Eventually(t, "both dead", func() bool { return len(h.deliveries(t, "status=dead")) == 2 })
+	if n := len(rc.Got()); n != 1 {
 		t.Errorf("a disabled endpoint got %d requests, want only the first", n)
 	}
 	gone.Store(false)
@@ -393,127 +318,7 @@ func TestWebhookGoneDisablesEndpoint(t *testing.T) {
 	if rp.Replayed != 2 || got.Status != "enabled" {
 		t.Errorf("replayed %d, endpoint %s; want 2, enabled", rp.Replayed, got.Status)
 	}
-	eventually(t, "both delivered", func() bool { return len(h.deliveries(t, "status=delivered")) == 2 })
-}
-
-// TestThreeRelaysDeliverEachEventOncePerEndpoint runs three relays on one
-// database while 2,000 events are written: each endpoint gets each event
-// exactly once (no lease expires: the receivers answer at once).
-func TestThreeRelaysDeliverEachEventOncePerEndpoint(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t)
-	rcs := []*receiver{newReceiver(t, nil), newReceiver(t, nil)}
-	for _, rc := range rcs {
-		h.mustEndpoint(t, rc.URL)
-	}
-	relays := []*testRelay{h.startRelay(t, nil), h.startRelay(t, nil), h.startRelay(t, nil)}
-
-	const writers, perWriter = 8, 250 // an account.created and 249 deposits each
-	var wg sync.WaitGroup
-	for w := 0; w < writers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			a := h.mustAccount(t, "EUR")
-			for i := 1; i < perWriter; i++ {
-				h.mustDeposit(t, a.ID, 1)
-			}
-		}()
-	}
-	wg.Wait()
-	const events = writers * perWriter
-	eventually(t, "every delivery delivered", func() bool {
-		return h.countWhere(t, `SELECT 1 FROM webhook_deliveries WHERE status = 'delivered'`) == 2*events
-	})
-	for i, rc := range rcs {
-		perID := map[string]int{}
-		for _, hit := range rc.got() {
-			perID[hit.id]++
-		}
-		if len(perID) != events {
-			t.Errorf("receiver %d got %d distinct events, want %d", i, len(perID), events)
-		}
-		for id, n := range perID {
-			if n != 1 {
-				t.Errorf("receiver %d got %s %d times", i, id, n)
-			}
-		}
-	}
-	var shares []float64
-	for _, r := range relays {
-		shares = append(shares, r.metric(t, "safeflow_webhook_deliveries_total", "outcome", "delivered"))
-		if lost := r.metric(t, "safeflow_webhook_deliveries_total", "outcome", "lease_lost"); lost != 0 {
-			t.Errorf("a relay lost %v leases", lost)
-		}
-	}
-	t.Logf("deliveries per relay: %v", shares)
-}
-
-// TestKilledRelaysWorkIsRedelivered kills a relay while it holds a batch
-// (its context is cancelled mid-request; it records nothing). Another relay
-// takes the deliveries over once their lease has run out.
-func TestKilledRelaysWorkIsRedelivered(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t)
-	var hang atomic.Bool
-	hang.Store(true)
-	var hung atomic.Int64
-	rc := newReceiver(t, func(_ hit, w http.ResponseWriter, r *http.Request) {
-		if hang.Load() {
-			hung.Add(1)
-			<-r.Context().Done() // until the relay goes away
-		}
-	})
-	h.mustEndpoint(t, rc.URL)
-	a := h.mustAccount(t, "EUR")
-	for i := 0; i < 4; i++ {
-		h.mustDeposit(t, a.ID, 10)
-	}
-	lease := func(c *outbox.Config) { c.Lease = time.Second; c.DeliveryTimeout = 20 * time.Second }
-	victim := h.startRelay(t, lease)
-	eventually(t, "the relay holding all five", func() bool { return hung.Load() == 5 })
-	victim.kill()
-	hang.Store(false)
-	if n := h.countWhere(t, `SELECT 1 FROM webhook_deliveries WHERE status = 'pending' AND attempts = 1 AND lease IS NOT NULL`); n != 5 {
-		t.Fatalf("%d deliveries still leased by the dead relay, want 5", n)
-	}
-	heir := h.startRelay(t, lease)
-	eventually(t, "all delivered by the other relay", func() bool { return len(h.deliveries(t, "status=delivered")) == 5 })
-	for _, d := range h.deliveries(t, "") {
-		if d.Attempts != 2 {
-			t.Errorf("delivery %s took %d attempts, want 2 (the abandoned one counts)", d.ID, d.Attempts)
-		}
-	}
-	if got := heir.metric(t, "safeflow_webhook_deliveries_total", "outcome", "delivered"); got != 5 {
-		t.Errorf("the second relay delivered %v, want 5", got)
-	}
-}
-
-// TestLostLeaseNeverOverwrites holds an attempt past its lease: another
-// claim delivers the event, and the late failure of the first attempt is
-// not recorded over it.
-func TestLostLeaseNeverOverwrites(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t)
-	release := make(chan struct{})
-	rc := newReceiver(t, func(hit hit, w http.ResponseWriter, _ *http.Request) {
-		if hit.attempt == 1 {
-			<-release
-			w.WriteHeader(http.StatusInternalServerError)
-		}
-	})
-	h.mustEndpoint(t, rc.URL)
-	relay := h.startRelay(t, func(c *outbox.Config) { c.Lease = time.Second; c.DeliveryTimeout = 20 * time.Second })
-	h.mustAccount(t, "EUR")
-	eventually(t, "the second claim delivered", func() bool { return len(h.deliveries(t, "status=delivered")) == 1 })
-	close(release)
-	eventually(t, "the first attempt's outcome refused", func() bool {
-		return relay.metric(t, "safeflow_webhook_deliveries_total", "outcome", "lease_lost") == 1
-	})
-	d := h.deliveries(t, "")[0]
-	if d.Status != "delivered" || d.Attempts != 2 || *d.LastStatusCode != 200 {
-		t.Errorf("delivery %+v, want delivered by attempt 2, untouched by the late 500", d)
-	}
+	relaytest.Eventually(t, "both delivered", func() bool { return len(h.deliveries(t, "status=delivered")) == 2 })
 }
 
 // TestEndpointReceivesEventsCommittedAfterIt streams deposits while an
@@ -522,7 +327,7 @@ func TestLostLeaseNeverOverwrites(t *testing.T) {
 func TestEndpointReceivesEventsCommittedAfterIt(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	rc := newReceiver(t, nil)
+	rc := relaytest.NewReceiver(t, nil)
 	a := h.mustAccount(t, "EUR")
 	type stamp struct {
 		id         string
@@ -589,39 +394,4 @@ func TestEndpointReceivesEventsCommittedAfterIt(t *testing.T) {
 		t.Fatalf("the stream did not straddle the endpoint's creation (%d before, %d after)", before, after)
 	}
 	t.Logf("%d deposits before, %d after, %d straddling", before, after, len(stamps)-before-after)
-}
-
-func TestRetentionPurgesDeliveredKeepsDead(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t)
-	h.purged = append(h.purged, testdb.OutboxPurged)
-	ok := newReceiver(t, nil)
-	failing := newReceiver(t, func(_ hit, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusBadGateway) })
-	h.mustEndpoint(t, ok.URL)
-	h.mustEndpoint(t, failing.URL, "deposit.created")
-	relay := h.startRelay(t, func(c *outbox.Config) {
-		c.MaxAttempts = 1
-		c.Retention = outbox.Retention{Delivered: time.Nanosecond, Dead: time.Hour, Events: time.Nanosecond, Every: time.Hour}
-	})
-	a := h.mustAccount(t, "EUR")
-	h.mustDeposit(t, a.ID, 5)
-	eventually(t, "2 delivered, 1 dead", func() bool {
-		return len(h.deliveries(t, "status=delivered")) == 2 && len(h.deliveries(t, "status=dead")) == 1
-	})
-	relay.Purge(context.Background())
-	if got := h.deliveries(t, ""); len(got) != 1 || got[0].Status != "dead" {
-		t.Errorf("after the purge: %+v, want only the dead delivery", got)
-	}
-	if n := h.countWhere(t, `SELECT 1 FROM events`); n != 1 {
-		t.Errorf("%d events after the purge, want only the one a dead delivery still needs", n)
-	}
-	if n := h.countWhere(t, `SELECT 1 FROM events e JOIN webhook_deliveries d ON d.event_id = e.id WHERE e.type = 'deposit.created'`); n != 1 {
-		t.Errorf("the deposit's event, which its dead delivery needs, is gone")
-	}
-	if got := relay.metric(t, "safeflow_outbox_purged_total", "kind", "delivered"); got != 2 {
-		t.Errorf("purged delivered = %v, want 2", got)
-	}
-	if got := relay.metric(t, "safeflow_webhook_dead"); got != 1 {
-		t.Errorf("dead gauge = %v, want 1", got)
-	}
 }

@@ -1,7 +1,8 @@
 // Package outbox owns the transactional outbox: events are staged in the
-// business transaction that causes them and delivered later by a relay.
-// Events are immutable; the exact bytes of each envelope are stored once, so
-// the event feed and every webhook delivery serve and sign the same bytes.
+// business transaction that causes them and delivered later (the event
+// feed, and webhooks by internal/relay). Events are immutable; the exact
+// bytes of each envelope are stored once, so the feed and every webhook
+// delivery serve and sign the same bytes. It depends on pgx only.
 package outbox
 
 import (
@@ -11,6 +12,25 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+)
+
+// The terms of the fan-out that SQL and Go share. The trigger events_fan_out
+// (migrations/00004_webhooks.sql) turns each event, in its own transaction,
+// into one pending webhook delivery per subscribed endpoint; it spells
+// these in SQL, and a test in internal/store checks it spells them so.
+const (
+	// Channel is the NOTIFY channel that wakes relays when deliveries
+	// become due: the trigger and the retry flows of internal/store send on
+	// it in their transactions, so it fires at commit; internal/relay
+	// listens on it.
+	Channel = "safeflow_deliveries"
+
+	// FanOutLock is the key space of a tenant's webhook lock, taken as
+	// (FanOutLock, hashtext(tenant)): the trigger takes it SHARED before it
+	// reads the endpoints, creating or deleting an endpoint takes it
+	// EXCLUSIVE, so an endpoint receives exactly the events that commit
+	// after it does.
+	FanOutLock = 7301
 )
 
 // Message is one event to stage. Data is the resource after the change.

@@ -11,22 +11,6 @@ import (
 	"github.com/safeflow/safeflow/internal/testdb"
 )
 
-// request is a request under key with fingerprint fp, answered as the HTTP
-// layer would without depending on it: an applied change 201 with its
-// Location (the id that id gives), a stored refusal 422 with its code.
-func request[T any](tenant, key, fp string, id func(T) string) domain.Request[T] {
-	return domain.Request[T]{
-		Idempotency: domain.Idempotency{TenantID: tenant, Key: key, Fingerprint: []byte(fp)},
-		Render: func(v T) (domain.Response, error) {
-			body, err := json.Marshal(v)
-			return domain.Response{Status: http.StatusCreated, ContentType: "application/json", Location: "/v1/x/" + id(v), Body: body}, err
-		},
-		Refuse: func(de *domain.Error) (domain.Response, error) {
-			return domain.Response{Status: http.StatusUnprocessableEntity, ContentType: "application/problem+json", Body: []byte(de.Code)}, nil
-		},
-	}
-}
-
 func accountID(a domain.Account) string   { return a.ID }
 func movementID(m domain.Movement) string { return m.ID }
 
@@ -43,7 +27,7 @@ func TestRefusalOfAWriteIsStoredAndNothingIsWritten(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := st.CreateAccount(ctx, request(tenant, "a", "a", accountID), domain.NewAccount{Currency: "USD"})
+	res, err := st.CreateAccount(ctx, testdb.Request(tenant, "a", "a", accountID), domain.NewAccount{Currency: "USD"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +44,7 @@ func TestRefusalOfAWriteIsStoredAndNothingIsWritten(t *testing.T) {
 		CREATE TRIGGER refuse BEFORE UPDATE ON accounts FOR EACH ROW EXECUTE FUNCTION refuse();`); err != nil {
 		t.Fatal(err)
 	}
-	req := request(tenant, "dep", "dep", movementID)
+	req := testdb.Request(tenant, "dep", "dep", movementID)
 	in := domain.NewMovement{Kind: domain.KindDeposit, AccountID: a.ID, Amount: 10}
 	first, err := st.Move(ctx, req, in)
 	if err != nil {

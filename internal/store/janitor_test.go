@@ -39,7 +39,7 @@ func TestExpiredKeysAreFreedAndPurged(t *testing.T) {
 	}
 	create := func(key, fp string) domain.Response {
 		t.Helper()
-		resp, err := st.CreateAccount(ctx, request(tenant, key, fp, accountID), domain.NewAccount{Currency: "USD"})
+		resp, err := st.CreateAccount(ctx, testdb.Request(tenant, key, fp, accountID), domain.NewAccount{Currency: "USD"})
 		if err != nil {
 			t.Fatalf("create account under %s: %v", key, err)
 		}

@@ -8,16 +8,15 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/safeflow/safeflow/internal/domain"
+	"github.com/safeflow/safeflow/internal/outbox"
 )
 
-// The tenant's webhook lock: event inserts take it SHARED (the fan-out
-// trigger of migrations/00004_webhooks.sql), creating or deleting an
-// endpoint takes it EXCLUSIVE, so an endpoint receives exactly the events
-// that commit after it does.
-const lockWebhooks = `SELECT pg_advisory_xact_lock(7301, hashtext($1))`
+// lockWebhooks takes the tenant's webhook lock EXCLUSIVE ($1:
+// outbox.FanOutLock): see there.
+const lockWebhooks = `SELECT pg_advisory_xact_lock($1, hashtext($2))`
 
-// notifyRelays wakes the relays when the transaction commits.
-const notifyRelays = `SELECT pg_notify('safeflow_deliveries', '')`
+// notifyRelays wakes the relays when the transaction commits ($1: outbox.Channel).
+const notifyRelays = `SELECT pg_notify($1, '')`
 
 const endpointColumns = `id, tenant_id, url, event_types, status, created_at`
 
@@ -45,7 +44,7 @@ func (s *Store) CreateWebhookEndpoint(ctx context.Context, req domain.Request[do
 	return safeFlow(ctx, s, req, func(ctx context.Context, tx pgx.Tx) (domain.WebhookEndpoint, *pgx.Batch, error) {
 		e := in.Create(req.TenantID, s.now())
 		b := &pgx.Batch{}
-		b.Queue(lockWebhooks, req.TenantID)
+		b.Queue(lockWebhooks, outbox.FanOutLock, req.TenantID)
 		b.Queue(insertEndpoint, e.ID, e.TenantID, e.URL, e.EventTypes, e.Secret, e.Status, e.CreatedAt)
 		return e, b, nil
 	})
@@ -107,7 +106,7 @@ func (s *Store) DeleteWebhookEndpoint(ctx context.Context, tenantID, id string) 
 func (s *Store) deleteEndpoint(ctx context.Context, tenantID, id string) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
-		b.Queue(lockWebhooks, tenantID)
+		b.Queue(lockWebhooks, outbox.FanOutLock, tenantID)
 		b.Queue(deleteEndpointDeliveries, tenantID, id)
 		var found bool
 		b.Queue(deleteEndpoint, tenantID, id).Exec(func(ct pgconn.CommandTag) error {
@@ -212,7 +211,7 @@ func (s *Store) RetryDelivery(ctx context.Context, req domain.Request[domain.Del
 		b := &pgx.Batch{}
 		b.Queue(reviveDeliveries, req.TenantID, []string{d.ID}, *d.NextAttemptAt).Exec(expectOne)
 		b.Queue(enableEndpoint, req.TenantID, d.EndpointID)
-		b.Queue(notifyRelays)
+		b.Queue(notifyRelays, outbox.Channel)
 		return d, b, nil
 	})
 }
@@ -242,7 +241,7 @@ func (s *Store) ReplayDead(ctx context.Context, req domain.Request[domain.Replay
 		b.Queue(enableEndpoint, req.TenantID, endpointID)
 		if len(ids) > 0 {
 			b.Queue(reviveDeliveries, req.TenantID, ids, s.now())
-			b.Queue(notifyRelays)
+			b.Queue(notifyRelays, outbox.Channel)
 		}
 		return domain.Replay{Object: "webhook_replay", EndpointID: endpointID, Replayed: len(ids)}, b, nil
 	})

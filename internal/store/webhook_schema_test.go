@@ -4,10 +4,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base32"
+	"fmt"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/safeflow/safeflow/internal/domain"
+	"github.com/safeflow/safeflow/internal/outbox"
 	"github.com/safeflow/safeflow/internal/testdb"
 )
 
@@ -38,5 +43,44 @@ func TestSQLIDsMatchGoIDs(t *testing.T) {
 	after := domain.NewID(domain.PrefixDelivery, time.Now().Add(time.Millisecond))
 	if !domain.ValidID(domain.PrefixDelivery, id) || id[:13] < before[:13] || id[:13] > after[:13] { // 9 characters: 45 bits of milliseconds
 		t.Errorf("safeflow_new_id = %s; want a valid id between %s and %s by time", id, before, after)
+	}
+}
+
+// The fan-out trigger spells in SQL the lock and the channel that Go
+// code names in outbox, and the schema's CHECKs spell the statuses that
+// domain names: each must say what the other says.
+func TestSQLSpellsTheWebhookTermsAsGoDoes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.New(t)
+	var trigger string
+	if err := pool.QueryRow(ctx, `SELECT pg_get_functiondef('events_fan_out'::regproc)`).Scan(&trigger); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		fmt.Sprintf("pg_advisory_xact_lock_shared(%d, hashtext(NEW.tenant_id))", outbox.FanOutLock),
+		fmt.Sprintf("pg_notify('%s', '')", outbox.Channel),
+	} {
+		if !strings.Contains(trigger, want) {
+			t.Errorf("events_fan_out does not call %s:\n%s", want, trigger)
+		}
+	}
+	for table, want := range map[string][]string{
+		"webhook_deliveries": domain.DeliveryStatuses,
+		"webhook_endpoints":  {domain.EndpointEnabled, domain.EndpointDisabled},
+	} {
+		var check string
+		if err := pool.QueryRow(ctx, `SELECT pg_get_constraintdef(oid) FROM pg_constraint
+			WHERE conrelid = $1::regclass AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%status = ANY%'`, table).Scan(&check); err != nil {
+			t.Fatalf("%s: the CHECK on status: %v", table, err)
+		}
+		got := regexp.MustCompile(`'([a-z]+)'`).FindAllStringSubmatch(check, -1)
+		var statuses []string
+		for _, m := range got {
+			statuses = append(statuses, m[1])
+		}
+		if diff := cmp.Diff(want, statuses); diff != "" {
+			t.Errorf("%s: %s lists other statuses than domain (-domain +schema):\n%s", table, check, diff)
+		}
 	}
 }

@@ -1,4 +1,4 @@
-package outbox
+package relay
 
 import (
 	"context"
@@ -8,13 +8,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics are the relay's Prometheus collectors.
+// Metrics are the relay's Prometheus collectors. A nil *Metrics counts
+// nothing.
 type Metrics struct {
 	deliveries *prometheus.CounterVec // by final outcome of an attempt's record
 	attempts   *prometheus.CounterVec // HTTP attempts by result
 	latency    prometheus.Histogram   // event created → delivered
 	claimed    prometheus.Histogram   // rows per claim
-	purged     *prometheus.CounterVec
+	purgedRows *prometheus.CounterVec
 }
 
 // NewMetrics registers the relay's collectors on reg, including gauges of
@@ -32,14 +33,45 @@ func NewMetrics(reg prometheus.Registerer, pool *pgxpool.Pool) *Metrics {
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 3600}}),
 		claimed: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "safeflow_relay_claim_batch_size",
 			Help: "Deliveries claimed per claim query.", Buckets: []float64{0, 1, 2, 4, 8, 16, 32, 64, 128}}),
-		purged: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "safeflow_outbox_purged_total",
+		purgedRows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "safeflow_outbox_purged_total",
 			Help: "Rows deleted by retention: delivered and dead deliveries, events."}, []string{"kind"}),
 	}
 	for _, o := range []string{"delivered", "retry", "dead", "lease_lost"} {
 		m.deliveries.WithLabelValues(o)
 	}
-	reg.MustRegister(m.deliveries, m.attempts, m.latency, m.claimed, m.purged, &backlog{pool: pool})
+	reg.MustRegister(m.deliveries, m.attempts, m.latency, m.claimed, m.purgedRows, &backlog{pool: pool})
 	return m
+}
+
+func (m *Metrics) attempted(result string) {
+	if m != nil {
+		m.attempts.WithLabelValues(result).Inc()
+	}
+}
+
+func (m *Metrics) recorded(outcome string) {
+	if m != nil {
+		m.deliveries.WithLabelValues(outcome).Inc()
+	}
+}
+
+func (m *Metrics) delivered(latency time.Duration) {
+	if m != nil {
+		m.deliveries.WithLabelValues("delivered").Inc()
+		m.latency.Observe(latency.Seconds())
+	}
+}
+
+func (m *Metrics) claimedBatch(n int) {
+	if m != nil {
+		m.claimed.Observe(float64(n))
+	}
+}
+
+func (m *Metrics) purged(kind string, n int64) {
+	if m != nil {
+		m.purgedRows.WithLabelValues(kind).Add(float64(n))
+	}
 }
 
 // backlog reads the delivery table's state when scraped.

@@ -1,4 +1,4 @@
-package outbox
+package relay
 
 import (
 	"crypto/hmac"
@@ -15,7 +15,7 @@ import (
 func Sign(secret, id string, timestamp int64, body []byte) (string, error) {
 	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
 	if err != nil || len(key) == 0 {
-		return "", errors.New("outbox: a webhook secret is whsec_ followed by base64")
+		return "", errors.New("relay: a webhook secret is whsec_ followed by base64")
 	}
 	mac := hmac.New(sha256.New, key)
 	mac.Write([]byte(id))

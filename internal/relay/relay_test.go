@@ -1,9 +1,11 @@
-package outbox
+package relay
 
 import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/safeflow/safeflow/internal/domain"
 )
 
 // The Standard Webhooks reference vector, as published with the spec's
@@ -40,17 +42,17 @@ func TestRetryAfter(t *testing.T) {
 
 func TestRetrySchedule(t *testing.T) {
 	t.Parallel()
-	r := NewRelay(nil, Config{MaxAttempts: 3, BackoffBase: time.Second, BackoffMax: time.Minute})
+	r := New(nil, Config{MaxAttempts: 3, BackoffBase: time.Second, BackoffMax: time.Minute})
 	o := r.retry(outcome{}, 1, "HTTP 500", 10*time.Minute)
-	if o.status != "pending" || o.next.Sub(o.at) != time.Minute {
+	if o.status != domain.DeliveryPending || o.next.Sub(o.at) != time.Minute {
 		t.Errorf("Retry-After beyond the maximum: %+v, want pending after RELAY_BACKOFF_MAX", o)
 	}
 	o = r.retry(outcome{}, 2, "HTTP 500", 0)
-	if o.status != "pending" || o.next.Sub(o.at) > 2*time.Second {
+	if o.status != domain.DeliveryPending || o.next.Sub(o.at) > 2*time.Second {
 		t.Errorf("second failure: %+v, want pending within 2 s", o)
 	}
 	o = r.retry(outcome{}, 3, "HTTP 500", 0)
-	if o.status != "dead" || o.next != nil || *o.lastError != "HTTP 500 (attempt 3 of 3: no more attempts)" {
+	if o.status != domain.DeliveryDead || o.next != nil || *o.lastError != "HTTP 500 (attempt 3 of 3: no more attempts)" {
 		t.Errorf("last attempt: %+v, want dead", o)
 	}
 }
