@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/safeflow/safeflow/internal/relay"
 )
 
 // config is the service configuration, read from the environment once.
@@ -123,4 +124,9 @@ func parseLevel(v string) (zerolog.Level, error) {
 		return 0, &configError{"LOG_LEVEL", fmt.Sprintf("%q is not one of trace, debug, info, warn, error", v)}
 	}
 	return l, nil
+}
+
+// retention is how long the relay's finished rows are kept.
+func (c config) retention() relay.Retention {
+	return relay.Retention{Delivered: c.RetainDelivered, Dead: c.RetainDead, Events: c.RetainEvents}
 }

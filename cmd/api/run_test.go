@@ -153,21 +153,13 @@ func TestBinaryEndToEnd(t *testing.T) {
 	}
 	waitStatus(t, "http://"+relayVars["HTTP_ADDR"]+"/healthz")
 	// The outcome is recorded once the receiver has answered: poll for it.
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		res, err := http.Get("http://" + relayVars["HTTP_ADDR"] + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		if strings.Contains(string(b), `safeflow_webhook_deliveries_total{outcome="delivered"} 1`) &&
-			strings.Contains(string(b), "safeflow_webhook_backlog 0") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the relay's /metrics does not count the delivery:\n%s", b)
-		}
-		time.Sleep(20 * time.Millisecond)
+	// The relay runs the retention jobs too, the API (without relay) only
+	// the idempotency janitor; each runs once at start.
+	waitMetrics(t, "http://"+relayVars["HTTP_ADDR"]+"/metrics", `safeflow_webhook_deliveries_total{outcome="delivered"} 1`,
+		"safeflow_webhook_backlog 0", `safeflow_job_runs_total{job="retention_delivered",result="ok"} 1`)
+	waitMetrics(t, base+"/metrics", `safeflow_job_runs_total{job="idempotency_janitor",result="ok"} 1`)
+	if _, body := do("GET", "/metrics", ""); strings.Contains(body, `job="retention_`) {
+		t.Errorf("an API without relay runs the relay's retention jobs")
 	}
 	stopRelay()
 	if code := <-relayDone; code != 0 {
@@ -229,6 +221,32 @@ func TestBinaryEndToEnd(t *testing.T) {
 	}
 	stop()
 	<-done
+}
+
+// waitMetrics polls url until its metrics show every line of want.
+func waitMetrics(t *testing.T, url string, want ...string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		res, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		missing := ""
+		for _, w := range want {
+			if !strings.Contains(string(b), w) {
+				missing = w
+			}
+		}
+		if missing == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s does not show %s:\n%s", url, missing, b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // waitLockWaiter waits until a session of conn's database waits on a lock.

@@ -156,7 +156,7 @@ func TestSystemAccountIsNotALockHotSpot(t *testing.T) {
 		h.post(t, "/v1/accounts/"+accts[i].ID+"/deposits", newKey(), `{"amount":100}`).want(t, http.StatusCreated)
 		h.post(t, "/v1/accounts/"+accts[i].ID+"/withdrawals", newKey(), `{"amount":40}`).want(t, http.StatusCreated)
 	})
-	if n := h.retries.Load(); n != 0 {
+	if n := h.retries(t, ""); n != 0 {
 		t.Errorf("%d transactions hit lock_timeout and were retried, want none", n)
 	}
 	if err := tx.Rollback(ctx); err != nil {
@@ -187,7 +187,7 @@ func TestLockTimeoutOnABusyAccountIsRetried(t *testing.T) {
 	}()
 	h.post(t, "/v1/accounts/"+a.ID+"/deposits", newKey(), `{"amount":70}`).want(t, http.StatusCreated)
 	<-released
-	if n := h.retries.Load(); n < 1 {
+	if n := h.retries(t, ""); n < 1 {
 		t.Errorf("retries = %d, want at least 1 (the first attempt hit lock_timeout)", n)
 	}
 	if av, _, _ := h.balances(t, a.ID); av != 70 {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/safeflow/safeflow"
 	apihttp "github.com/safeflow/safeflow/internal/http"
+	"github.com/safeflow/safeflow/internal/promtest"
 	"github.com/safeflow/safeflow/internal/store"
 	"github.com/safeflow/safeflow/internal/testdb"
 )
@@ -48,32 +49,22 @@ var contract = func() routers.Router {
 
 // harness is one API on its own database, with an API key for tenant "acme".
 type harness struct {
-	pool    *pgxpool.Pool
-	store   *store.Store
-	url     string
-	key     string
-	retries atomic.Int64
-	// deadlocks counts retries caused by 40P01; the lock order should keep it at 0.
-	deadlocks atomic.Int64
+	pool  *pgxpool.Pool
+	store *store.Store
+	url   string
+	key   string
+	// storeMetrics has the store's metrics, for the retries it counts.
+	storeMetrics *prometheus.Registry
 	// purged names what the scenario purged by design, for the invariants.
 	purged []testdb.Purged
 }
 
 // newHarness starts the API on a new database. When the test ends, the
 // invariants of product.md §6 are checked on that database.
-func newHarness(t *testing.T, opts ...func(*store.Options)) *harness {
+func newHarness(t *testing.T) *harness {
 	t.Helper()
-	h := &harness{pool: testdb.New(t)}
-	o := store.Options{OnRetry: func(reason string) {
-		h.retries.Add(1)
-		if reason == "deadlock" {
-			h.deadlocks.Add(1)
-		}
-	}}
-	for _, f := range opts {
-		f(&o)
-	}
-	h.store = store.New(h.pool, o)
+	h := &harness{pool: testdb.New(t), storeMetrics: prometheus.NewRegistry()}
+	h.store = store.New(h.pool, store.Options{Metrics: store.NewMetrics(h.storeMetrics)})
 	srv := httptest.NewServer(apihttp.NewHandler(apihttp.Config{
 		Store: h.store, Logger: zerolog.New(os.Stderr).Level(zerolog.WarnLevel), // shown when a test fails
 		Metrics: apihttp.NewMetrics(prometheus.NewRegistry()),
@@ -85,6 +76,20 @@ func newHarness(t *testing.T, opts ...func(*store.Options)) *harness {
 	h.key = h.newKey(t, "acme")
 	t.Cleanup(func() { testdb.CheckInvariants(t, h.pool, h.purged...) })
 	return h
+}
+
+// retries is how many transactions the store ran again, for reason
+// (serialization_failure, deadlock, lock_timeout) or for any when "".
+func (h *harness) retries(t *testing.T, reason string) int {
+	t.Helper()
+	if reason != "" {
+		return int(promtest.Value(t, h.storeMetrics, "safeflow_tx_retries_total", "reason", reason))
+	}
+	n := 0
+	for _, r := range []string{"serialization_failure", "deadlock", "lock_timeout"} {
+		n += h.retries(t, r)
+	}
+	return n
 }
 
 func (h *harness) newKey(t *testing.T, tenant string) string {

@@ -151,7 +151,7 @@ func TestPaymentsBothWaysDoNotDeadlock(t *testing.T) {
 	if f := strings.Join(nonEmpty(failures), "\n"); f != "" {
 		t.Errorf("clients saw failures:\n%s", f)
 	}
-	if d := h.deadlocks.Load(); d != 0 {
+	if d := h.retries(t, "deadlock"); d != 0 {
 		t.Errorf("%d deadlocks were detected (and retried); the lock order should prevent all", d)
 	}
 	ab, bb := h.books(t, a.ID), h.books(t, b.ID)
@@ -331,7 +331,7 @@ func TestConcurrentBatchesDoNotDeadlock(t *testing.T) {
 	if f := strings.Join(nonEmpty(failures), "\n"); f != "" {
 		t.Errorf("batches failed:\n%s", f)
 	}
-	if d := h.deadlocks.Load(); d != 0 {
+	if d := h.retries(t, "deadlock"); d != 0 {
 		t.Errorf("%d deadlocks detected", d)
 	}
 	if got := h.count(t, "payments"); got != n*len(accts) {

@@ -212,16 +212,19 @@ func TestRetentionPurgesDeliveredKeepsDead(t *testing.T) {
 	failing := relaytest.NewReceiver(t, func(_ relaytest.Hit, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusBadGateway) })
 	f.endpoint(t, ok.URL)
 	f.endpoint(t, failing.URL, "deposit.created")
-	r := relaytest.StartRelay(t, f.pool, func(c *relay.Config) {
-		c.MaxAttempts = 1
-		c.Retention = relay.Retention{Delivered: time.Nanosecond, Dead: time.Hour, Events: time.Nanosecond, Every: time.Hour}
-	})
+	r := relaytest.StartRelay(t, f.pool, func(c *relay.Config) { c.MaxAttempts = 1 })
 	a := f.account(t)
 	f.deposit(t, a.ID, 5)
 	relaytest.Eventually(t, "2 delivered, 1 dead", func() bool {
 		return len(f.withStatus(t, domain.DeliveryDelivered)) == 2 && len(f.withStatus(t, domain.DeliveryDead)) == 1
 	})
-	r.Purge(context.Background())
+	// One run of each retention job, in their order: deliveries first, then
+	// the events no delivery needs any more.
+	for _, j := range (relay.Retention{Delivered: time.Nanosecond, Dead: time.Hour, Events: time.Nanosecond}).Jobs(f.pool, r.Metrics) {
+		if _, err := j.Run(context.Background()); err != nil {
+			t.Fatalf("%s: %v", j.Name, err)
+		}
+	}
 	if got := f.deliveries(t, domain.DeliveryFilter{}); len(got) != 1 || got[0].Status != domain.DeliveryDead {
 		t.Errorf("after the purge: %+v, want only the dead delivery", got)
 	}

@@ -5,8 +5,9 @@
 // relays, in any number of processes, share the work through the database.
 //
 // One file per job: relay.go runs the loop, listen.go wakes it, claim.go
-// takes work, deliver.go sends, record.go writes outcomes, retention.go
-// purges finished rows, metrics.go exports what happens.
+// takes work, deliver.go sends, record.go writes outcomes, metrics.go
+// exports what happens. retention.go purges finished rows: periodic jobs,
+// run beside the relay, not by it.
 package relay
 
 import (
@@ -35,7 +36,6 @@ type Config struct {
 	PollInterval time.Duration // claims at least this often, NOTIFY or not (1s)
 	PollOnly     bool          // no LISTEN: behind PgBouncer's transaction pooling
 	AllowPrivate bool          // deliver to loopback and private addresses
-	Retention    Retention
 	Logger       zerolog.Logger
 	Metrics      *Metrics // nil: none
 }
@@ -67,12 +67,8 @@ func New(pool *pgxpool.Pool, cfg Config) *Relay {
 	def(&cfg.DeliveryTimeout, 10*time.Second)
 	def(&cfg.Lease, max(3*cfg.DeliveryTimeout, 5*time.Second))
 	def(&cfg.PollInterval, time.Second)
-	def(&cfg.Retention.Every, time.Minute)
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 32
-	}
-	if cfg.Retention.Batch <= 0 {
-		cfg.Retention.Batch = 1000
 	}
 	dialer := &net.Dialer{Timeout: cfg.DeliveryTimeout, KeepAlive: 30 * time.Second}
 	if !cfg.AllowPrivate {
@@ -110,13 +106,12 @@ func (r *Relay) Run(ctx context.Context) {
 	defer cancel()
 
 	wake := make(chan struct{}, 1)
-	var background sync.WaitGroup // LISTEN and retention, beside the claim loop
-	if !r.cfg.PollOnly {
-		background.Add(1)
-		go func() { defer background.Done(); r.listen(ctx, wake) }()
+	listening := make(chan struct{})
+	if r.cfg.PollOnly {
+		close(listening)
+	} else {
+		go func() { defer close(listening); r.listen(ctx, wake) }()
 	}
-	background.Add(1)
-	go func() { defer background.Done(); r.purgeEvery(ctx) }()
 	outcomes := make(chan outcome, r.cfg.Concurrency)
 	recorded := make(chan struct{})
 	go func() { defer close(recorded); r.recordLoop(ctx, outcomes) }()
@@ -170,7 +165,7 @@ loop:
 	close(outcomes)
 	<-recorded
 	cancel()
-	background.Wait()
+	<-listening
 }
 
 // Shutdown stops claiming, waits for the deliveries in flight and their

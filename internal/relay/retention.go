@@ -3,6 +3,9 @@ package relay
 import (
 	"context"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/safeflow/safeflow/internal/periodic"
 )
 
 // Retention says how long finished rows are kept. Zero keeps them forever.
@@ -34,50 +37,46 @@ DELETE FROM events WHERE id IN (
     ORDER BY e.position LIMIT $2 FOR UPDATE SKIP LOCKED)`
 )
 
-// purgeEvery applies the retention periods every Retention.Every until ctx
-// ends, apart from the claim loop so that deleting never delays delivering.
-func (r *Relay) purgeEvery(ctx context.Context) {
-	t := time.NewTicker(r.cfg.Retention.Every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			r.Purge(ctx)
-		}
+// Jobs are the retention's background jobs, for a periodic.Runner: one per
+// kind of row with a retention period, every r.Every, each deleting up to
+// ten batches a run so that a large backlog is worked off over several runs
+// rather than in one long one. Deleting happens apart from the relay's
+// claim loop, so it never delays delivering. m may be nil.
+func (r Retention) Jobs(pool *pgxpool.Pool, m *Metrics) []periodic.Job {
+	if r.Every <= 0 {
+		r.Every = time.Minute
 	}
-}
-
-// Purge applies the retention periods now, a few batches of each kind (Run
-// does it every Retention.Every).
-func (r *Relay) Purge(ctx context.Context) {
-	ret := r.cfg.Retention
-	steps := []struct {
+	if r.Batch <= 0 {
+		r.Batch = 1000
+	}
+	var jobs []periodic.Job
+	for _, k := range []struct {
 		kind  string
 		keep  time.Duration
 		query string
 	}{
-		{"delivered", ret.Delivered, purgeDelivered},
-		{"dead", ret.Dead, purgeDead},
-		{"events", ret.Events, purgeEvents},
-	}
-	for _, s := range steps {
-		if s.keep <= 0 {
-			continue
+		{"delivered", r.Delivered, purgeDelivered},
+		{"dead", r.Dead, purgeDead},
+		{"events", r.Events, purgeEvents},
+	} {
+		if k.keep <= 0 {
+			continue // kept forever
 		}
-		for i := 0; i < 10; i++ {
-			ct, err := r.pool.Exec(ctx, s.query, s.keep.Seconds(), ret.Batch)
-			if err != nil {
-				if ctx.Err() == nil {
-					r.log.Warn().Err(err).Str("kind", s.kind).Msg("retention purge")
+		jobs = append(jobs, periodic.Job{Name: "retention_" + k.kind, Every: r.Every, Run: func(ctx context.Context) (int64, error) {
+			var total int64
+			for range 10 {
+				ct, err := pool.Exec(ctx, k.query, k.keep.Seconds(), r.Batch)
+				if err != nil {
+					return total, err
 				}
-				return
+				total += ct.RowsAffected()
+				m.purged(k.kind, ct.RowsAffected())
+				if ct.RowsAffected() < int64(r.Batch) {
+					break
+				}
 			}
-			r.cfg.Metrics.purged(s.kind, ct.RowsAffected())
-			if ct.RowsAffected() < int64(ret.Batch) {
-				break
-			}
-		}
+			return total, nil
+		}})
 	}
+	return jobs
 }

@@ -109,6 +109,7 @@ func VerifySignature(secret string, h Hit) bool {
 type Relay struct {
 	*relay.Relay
 	Registry *prometheus.Registry
+	Metrics  *relay.Metrics     // registered on Registry
 	cancel   context.CancelFunc // kills it: deliveries in flight are abandoned
 	done     chan struct{}
 }
@@ -120,10 +121,11 @@ type Relay struct {
 func StartRelay(t testing.TB, pool *pgxpool.Pool, cfg func(*relay.Config)) *Relay {
 	t.Helper()
 	tr := &Relay{Registry: prometheus.NewRegistry(), done: make(chan struct{})}
+	tr.Metrics = relay.NewMetrics(tr.Registry, pool)
 	c := relay.Config{
 		BackoffBase: 5 * time.Millisecond, BackoffMax: 20 * time.Millisecond, DeliveryTimeout: 5 * time.Second,
 		PollInterval: 50 * time.Millisecond, AllowPrivate: true,
-		Logger: zerolog.New(os.Stderr).Level(zerolog.WarnLevel), Metrics: relay.NewMetrics(tr.Registry, pool),
+		Logger: zerolog.New(os.Stderr).Level(zerolog.WarnLevel), Metrics: tr.Metrics,
 	}
 	if cfg != nil {
 		cfg(&c)

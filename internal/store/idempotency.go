@@ -92,19 +92,21 @@ DELETE FROM idempotency_keys WHERE ctid = ANY (ARRAY(
     SELECT ctid FROM idempotency_keys WHERE expires_at <= $1
     LIMIT $2 FOR UPDATE SKIP LOCKED))`
 
-// PurgeExpiredKeys deletes expired idempotency records in batches of at most
-// batch rows, each in its own short transaction, until none is left or ctx
-// ends. It returns how many it deleted. Rows locked by a request that is
-// re-claiming an expired key are skipped.
-func (s *Store) PurgeExpiredKeys(ctx context.Context, batch int) (int64, error) {
+// PurgeExpiredKeys is the idempotency janitor: it deletes expired
+// idempotency records in batches of Options.JanitorBatch rows, each in its
+// own short transaction, until none is left or ctx ends. It returns how
+// many it deleted. Rows locked by a request that is re-claiming an expired
+// key are skipped.
+func (s *Store) PurgeExpiredKeys(ctx context.Context) (int64, error) {
 	var total int64
 	for {
-		tag, err := s.pool.Exec(ctx, purgeExpiredKeys, s.now(), batch)
+		tag, err := s.pool.Exec(ctx, purgeExpiredKeys, s.now(), s.opt.JanitorBatch)
 		if err != nil {
 			return total, public(err)
 		}
 		total += tag.RowsAffected()
-		if tag.RowsAffected() < int64(batch) {
+		s.metrics.purgedKeys(tag.RowsAffected())
+		if tag.RowsAffected() < int64(s.opt.JanitorBatch) {
 			return total, nil
 		}
 	}

@@ -28,7 +28,7 @@ func TestExpiredKeysAreFreedAndPurged(t *testing.T) {
 	ctx := context.Background()
 	pool := testdb.New(t)
 	c := &clock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-	st := store.New(pool, store.Options{IdempotencyTTL: time.Hour, Now: c.Now})
+	st := store.New(pool, store.Options{IdempotencyTTL: time.Hour, Now: c.Now, JanitorBatch: 2})
 	secret, err := st.CreateAPIKey(ctx, "acme")
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +71,7 @@ func TestExpiredKeysAreFreedAndPurged(t *testing.T) {
 	}
 	c.Add(2 * time.Hour)
 	create("fresh", "fp")
-	n, err := st.PurgeExpiredKeys(ctx, 2)
+	n, err := st.PurgeExpiredKeys(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/safeflow/safeflow/internal/periodic"
 )
 
 // Options tune a Store. Zero values take the defaults in parentheses.
@@ -19,15 +20,15 @@ type Options struct {
 	BackoffBase    time.Duration    // first retry delay cap (10ms)
 	BackoffMax     time.Duration    // largest retry delay cap (250ms)
 	Now            func() time.Time // the clock (time.Now)
-	// OnRetry is called once per retried transaction with the reason
-	// ("serialization_failure", "deadlock", "lock_timeout").
-	OnRetry func(reason string)
+	JanitorBatch   int              // expired idempotency records deleted per statement (500)
+	Metrics        *Metrics         // nil: none
 }
 
 // Store runs safeflow's queries and flows on a pgx pool.
 type Store struct {
-	pool *pgxpool.Pool
-	opt  Options
+	pool    *pgxpool.Pool
+	opt     Options
+	metrics *Metrics
 
 	systemIDs sync.Map // tenant/currency → id of the system account (immutable once committed)
 	authCache sync.Map // SHA-256 of an API key → authEntry
@@ -50,14 +51,20 @@ func New(pool *pgxpool.Pool, opt Options) *Store {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	if opt.OnRetry == nil {
-		opt.OnRetry = func(string) {}
+	if opt.JanitorBatch <= 0 {
+		opt.JanitorBatch = 500
 	}
-	return &Store{pool: pool, opt: opt}
+	return &Store{pool: pool, opt: opt, metrics: opt.Metrics}
 }
 
 // now returns the current time as PostgreSQL stores it: UTC, microseconds.
 func (s *Store) now() time.Time { return s.opt.Now().UTC().Truncate(time.Microsecond) }
+
+// Jobs are the store's background jobs, for a periodic.Runner: the
+// idempotency janitor, every minute.
+func (s *Store) Jobs() []periodic.Job {
+	return []periodic.Job{{Name: "idempotency_janitor", Every: time.Minute, Run: s.PurgeExpiredKeys}}
+}
 
 // Ping reports whether the database answers.
 func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
