@@ -27,14 +27,11 @@ run: build
 test: lint
 	go test -race -count=1 ./...
 
-## lint: formatting, vet, and the one-way package direction (domain imports only the standard library)
+## lint: formatting, vet, and the one-way package direction (scripts/check-deps.sh)
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
-	@bad=$$(go list -f '{{join .Imports "\n"}}' ./internal/domain | grep '\.' || true); \
-	  if [ -n "$$bad" ]; then echo "internal/domain must import only the standard library, found:"; echo "$$bad"; exit 1; fi
-	@bad=$$(go list -deps ./internal/store ./internal/domain ./internal/outbox | grep -E 'safeflow/internal/http|go-chi' || true); \
-	  if [ -n "$$bad" ]; then echo "store/domain/outbox must not depend on the HTTP layer:"; echo "$$bad"; exit 1; fi
+	@scripts/check-deps.sh
 
 ## bench: throughput and latency of the safe flow over HTTP, with pgbench on the same server as the baseline
 bench: build

@@ -16,6 +16,7 @@ func accountWith(id string, b Balances) Account {
 // product.md §4 by the amount and bump the versions; the others are
 // invalid_transition naming the current status.
 func TestTransitionTable(t *testing.T) {
+	t.Parallel()
 	type books struct{ payer, payee Balances }
 	start := books{Balances{1000, 100, 0}, Balances{100, 0, 100}}
 	want := map[string]map[string]books{ // from → action → books after, for x = 100
@@ -74,6 +75,7 @@ func TestTransitionTable(t *testing.T) {
 }
 
 func TestCreateRefusals(t *testing.T) {
+	t.Parallel()
 	payer, payee := accountWith("acct_a", Balances{Available: 50}), accountWith("acct_b", Balances{})
 	eur := payee
 	eur.Currency = "EUR"
@@ -105,6 +107,7 @@ func TestCreateRefusals(t *testing.T) {
 }
 
 func TestPrecondition(t *testing.T) {
+	t.Parallel()
 	p := Payment{ID: "pay_1", Status: StatusPending, Version: 2}
 	for _, tc := range []struct {
 		c  Precondition

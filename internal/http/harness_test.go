@@ -150,6 +150,28 @@ func (r response) wantProblem(t *testing.T, status int, code string) problem {
 	return p
 }
 
+// is reports whether r has status, and marks the test failed if not. Unlike
+// want it does not stop the test, so goroutines may call it.
+func (r response) is(t *testing.T, status int) bool {
+	t.Helper()
+	if r.status != status {
+		t.Errorf("status = %d, want %d; body %s", r.status, status, r.body)
+		return false
+	}
+	return true
+}
+
+// into decodes r's body into v, and marks the test failed if it cannot.
+// Unlike decode it does not stop the test, so goroutines may call it.
+func (r response) into(t *testing.T, v any) bool {
+	t.Helper()
+	if err := json.Unmarshal(r.body, v); err != nil {
+		t.Errorf("decode %s: %v", r.body, err)
+		return false
+	}
+	return true
+}
+
 func (r response) want(t *testing.T, status int) response {
 	t.Helper()
 	if r.status != status {
@@ -167,7 +189,7 @@ func (h *harness) request(t *testing.T, method, path, body string, header ...str
 	}
 	req, err := http.NewRequest(method, h.url+path, rd)
 	if err != nil {
-		t.Fatal(err)
+		panic("a malformed request in a test: " + err.Error()) // not FailNow: goroutines build requests too
 	}
 	req.Header.Set("Authorization", "Bearer "+h.key)
 	if body != "" {
@@ -183,7 +205,9 @@ func (h *harness) request(t *testing.T, method, path, body string, header ...str
 	return req
 }
 
-// send runs req and validates the response against openapi.yaml.
+// send runs req and validates the response against openapi.yaml. A request
+// that gets no answer marks the test failed and returns status 0 with the
+// error as its body; send never stops the test, so goroutines may call it.
 func send(t *testing.T, req *http.Request) response {
 	t.Helper()
 	var body []byte
@@ -193,12 +217,14 @@ func send(t *testing.T, req *http.Request) response {
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+		t.Errorf("%s %s: %v", req.Method, req.URL.Path, err)
+		return response{header: http.Header{}, body: []byte(err.Error())}
 	}
 	defer res.Body.Close()
 	got, err := io.ReadAll(res.Body)
 	if err != nil {
-		t.Fatal(err)
+		t.Errorf("%s %s: read the answer: %v", req.Method, req.URL.Path, err)
+		return response{header: http.Header{}, body: []byte(err.Error())}
 	}
 	r := response{status: res.StatusCode, header: res.Header, body: got}
 	req.Body = io.NopCloser(bytes.NewReader(body))

@@ -349,7 +349,9 @@ func TestEndpointReceivesEventsCommittedAfterIt(t *testing.T) {
 				}
 				start := time.Now()
 				var m movement
-				h.post(t, "/v1/accounts/"+a.ID+"/deposits", newKey(), `{"amount":1}`).want(t, http.StatusCreated).decode(t, &m)
+				if r := h.post(t, "/v1/accounts/"+a.ID+"/deposits", newKey(), `{"amount":1}`); !r.is(t, http.StatusCreated) || !r.into(t, &m) {
+					return
+				}
 				mu.Lock()
 				stamps = append(stamps, stamp{m.ID, start, time.Now()})
 				mu.Unlock()

@@ -1,5 +1,7 @@
 // Package testdb gives each test its own PostgreSQL database, cloned from a
-// template that the embedded migrations were applied to once per test binary.
+// template that the embedded migrations were applied to once per test binary,
+// checks the invariants of product.md §6 on it (CheckInvariants), and builds
+// requests for tests that call the store directly (Request).
 //
 // The server is TEST_DATABASE_URL when set, otherwise a testcontainers
 // PostgreSQL when Docker answers, otherwise the tests fail with a message
@@ -94,7 +96,7 @@ func createTemplate(ctx context.Context) error {
 // settings (lock and statement timeouts) and up to 10 connections.
 func New(t testing.TB) *pgxpool.Pool {
 	t.Helper()
-	name := Clone(t)
+	name := clone(t)
 	pc, err := store.PoolConfig(URL(name), 10)
 	if err != nil {
 		t.Fatal(err)
@@ -107,25 +109,14 @@ func New(t testing.TB) *pgxpool.Pool {
 	return pool
 }
 
-// Clone creates a database from the migrated template and returns its name;
+// clone creates a database from the migrated template and returns its name;
 // it is dropped when the test ends.
-func Clone(t testing.TB) string {
+func clone(t testing.TB) string {
 	t.Helper()
-	return create(t, " TEMPLATE "+pgx.Identifier{template}.Sanitize())
-}
-
-// Empty creates a database with no schema and returns its name; it is
-// dropped when the test ends.
-func Empty(t testing.TB) string {
-	t.Helper()
-	return create(t, "")
-}
-
-func create(t testing.TB, suffix string) string {
 	ctx := context.Background()
 	name := "safeflow_test_" + randomHex(8)
 	createMu.Lock()
-	err := admin(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()+suffix)
+	err := admin(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()+" TEMPLATE "+pgx.Identifier{template}.Sanitize())
 	createMu.Unlock()
 	if err != nil {
 		t.Fatalf("create test database: %v", err)
