@@ -29,6 +29,7 @@ const (
 // kinds is the one table of what each kind of error becomes: its HTTP
 // status, whether a safe flow that ends with it stores it on the
 // idempotency record and replays it, and its Retry-After in seconds.
+// docs/transactions.md shows it (a test keeps the two alike).
 //
 // Stored are the deterministic answers of the domain to the request itself:
 // the same request would get the same answer again. Not stored is anything
@@ -37,24 +38,28 @@ const (
 // 415), and anything transient (503) or unexpected (500), after which the
 // transaction has rolled back and nothing was applied.
 var kinds = [numKinds]struct {
+	name       string
 	status     int
 	stored     bool
 	retryAfter int
 }{
-	KindInternal:         {http.StatusInternalServerError, false, 0},
-	KindInvalid:          {http.StatusBadRequest, false, 0},
-	KindUnauthorized:     {http.StatusUnauthorized, false, 0},
-	KindNotFound:         {http.StatusNotFound, true, 0},
-	KindMethodNotAllowed: {http.StatusMethodNotAllowed, false, 0},
-	KindConflict:         {http.StatusConflict, true, 0},
-	KindPrecondition:     {http.StatusPreconditionFailed, false, 0},
-	KindTooLarge:         {http.StatusRequestEntityTooLarge, false, 0},
-	KindUnsupportedMedia: {http.StatusUnsupportedMediaType, false, 0},
-	KindUnprocessable:    {http.StatusUnprocessableEntity, true, 0},
-	KindKeyInUse:         {http.StatusConflict, false, 1},
-	KindKeyReused:        {http.StatusUnprocessableEntity, false, 0},
-	KindUnavailable:      {http.StatusServiceUnavailable, false, 1},
+	KindInternal:         {"internal", http.StatusInternalServerError, false, 0},
+	KindInvalid:          {"invalid", http.StatusBadRequest, false, 0},
+	KindUnauthorized:     {"unauthorized", http.StatusUnauthorized, false, 0},
+	KindNotFound:         {"not_found", http.StatusNotFound, true, 0},
+	KindMethodNotAllowed: {"method_not_allowed", http.StatusMethodNotAllowed, false, 0},
+	KindConflict:         {"conflict", http.StatusConflict, true, 0},
+	KindPrecondition:     {"precondition", http.StatusPreconditionFailed, false, 0},
+	KindTooLarge:         {"too_large", http.StatusRequestEntityTooLarge, false, 0},
+	KindUnsupportedMedia: {"unsupported_media", http.StatusUnsupportedMediaType, false, 0},
+	KindUnprocessable:    {"unprocessable", http.StatusUnprocessableEntity, true, 0},
+	KindKeyInUse:         {"key_in_use", http.StatusConflict, false, 1},
+	KindKeyReused:        {"key_reused", http.StatusUnprocessableEntity, false, 0},
+	KindUnavailable:      {"unavailable", http.StatusServiceUnavailable, false, 1},
 }
+
+// String names kind k as the table does.
+func (k Kind) String() string { return kinds[k].name }
 
 // Status is the HTTP status of an error of kind k.
 func (k Kind) Status() int { return kinds[k].status }
