@@ -82,14 +82,10 @@ func newHarness(t *testing.T) *harness {
 // (serialization_failure, deadlock, lock_timeout) or for any when "".
 func (h *harness) retries(t *testing.T, reason string) int {
 	t.Helper()
-	if reason != "" {
-		return int(promtest.Value(t, h.storeMetrics, "safeflow_tx_retries_total", "reason", reason))
+	if reason == "" {
+		return int(promtest.Sum(t, h.storeMetrics, "safeflow_tx_retries_total"))
 	}
-	n := 0
-	for _, r := range []string{"serialization_failure", "deadlock", "lock_timeout"} {
-		n += h.retries(t, r)
-	}
-	return n
+	return int(promtest.Value(t, h.storeMetrics, "safeflow_tx_retries_total", "reason", reason))
 }
 
 func (h *harness) newKey(t *testing.T, tenant string) string {

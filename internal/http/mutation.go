@@ -16,40 +16,32 @@ import (
 // mutating is the handler of every POST under /v1. It checks the
 // Idempotency-Key and decodes the body strictly (a failure there is
 // answered without touching the key, so the client may retry with it),
-// then apply runs the request through the store's safe flow, and the
-// answer, fresh or replayed, is sent as it was stored.
+// builds the domain.Request that the store runs (answered with answer if the
+// change is applied, with its problem if it is refused), and apply runs it
+// through the store's safe flow. The answer, fresh or replayed, is sent as
+// it was stored.
 func mutating[In validator, T any](s *server, answer answer[T], apply func(r *http.Request, in In, req domain.Request[T]) (domain.Response, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		in, req, err := mutation[In](w, r, answer)
-		var resp domain.Response
-		if err == nil {
-			resp, err = apply(r, in, req)
+		if err := domain.CheckIdempotencyKey(r.Header.Values("Idempotency-Key")); err != nil {
+			s.writeProblem(w, r, err)
+			return
 		}
+		in, err := decode[In](w, r)
+		if err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
+		resp, err := apply(r, in, domain.Request[T]{
+			Idempotency: domain.Idempotency{TenantID: tenantOf(r), Key: r.Header.Get("Idempotency-Key"), Fingerprint: fingerprint(r, in)},
+			Render:      answer,
+			Refuse:      func(de *domain.Error) (domain.Response, error) { return refusal(r, de) },
+		})
 		if err != nil {
 			s.writeProblem(w, r, err)
 			return
 		}
 		writeResponse(w, resp)
 	}
-}
-
-// mutation checks the Idempotency-Key and the body of a POST and builds the
-// domain.Request that the store runs, answered with answer if the change is
-// applied and with its problem if it is refused.
-func mutation[In validator, T any](w http.ResponseWriter, r *http.Request, answer answer[T]) (In, domain.Request[T], error) {
-	var in In
-	if err := domain.CheckIdempotencyKey(r.Header.Values("Idempotency-Key")); err != nil {
-		return in, domain.Request[T]{}, err
-	}
-	in, err := decode[In](w, r)
-	if err != nil {
-		return in, domain.Request[T]{}, err
-	}
-	return in, domain.Request[T]{
-		Idempotency: domain.Idempotency{TenantID: tenantOf(r), Key: r.Header.Get("Idempotency-Key"), Fingerprint: fingerprint(r, in)},
-		Render:      answer,
-		Refuse:      func(de *domain.Error) (domain.Response, error) { return refusal(r, de) },
-	}, nil
 }
 
 // fingerprint identifies a request for idempotency: the method, the route

@@ -39,6 +39,25 @@ func Value(t testing.TB, g prometheus.Gatherer, name string, labels ...string) f
 	return 0
 }
 
+// Sum returns the sum of the counter or gauge name over every series.
+func Sum(t testing.TB, g prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Errorf("gather metrics: %v", err)
+		return 0
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
 func hasLabel(m *dto.Metric, name, value string) bool {
 	for _, l := range m.GetLabel() {
 		if l.GetName() == name && l.GetValue() == value {

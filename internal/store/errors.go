@@ -49,6 +49,14 @@ func storedRefusal(err error) (*domain.Error, bool) {
 	return nil, false
 }
 
+// retryReasons are the SQLSTATEs of transient errors worth running a whole
+// transaction again for, with the reason label of safeflow_tx_retries_total.
+var retryReasons = map[string]string{
+	"40001": "serialization_failure",
+	"40P01": "deadlock",
+	"55P03": "lock_timeout", // a business row stayed locked past lock_timeout
+}
+
 // retryReason names a transient PostgreSQL error that is worth running the
 // whole transaction again for, or returns "".
 func retryReason(err error) string {
@@ -56,15 +64,7 @@ func retryReason(err error) string {
 	if !errors.As(err, &pg) {
 		return ""
 	}
-	switch pg.Code {
-	case "40001":
-		return "serialization_failure"
-	case "40P01":
-		return "deadlock"
-	case "55P03":
-		return "lock_timeout"
-	}
-	return ""
+	return retryReasons[pg.Code]
 }
 
 // public turns a cancelled request, a lost or refused database connection

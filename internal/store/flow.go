@@ -40,7 +40,7 @@ func (s *Store) retrying(ctx context.Context, tx func() error) error {
 		if attempt >= s.opt.MaxAttempts {
 			return domain.Unavailable("the resources of this request are busy; nothing was applied, retry shortly (with the same Idempotency-Key, if any)")
 		}
-		s.metrics.retried(reason)
+		s.opt.Metrics.retried(reason)
 		if err := backoff.Sleep(ctx, backoff.FullJitter(s.opt.BackoffBase, s.opt.BackoffMax, attempt)); err != nil {
 			return public(err)
 		}

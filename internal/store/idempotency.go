@@ -105,7 +105,7 @@ func (s *Store) PurgeExpiredKeys(ctx context.Context) (int64, error) {
 			return total, public(err)
 		}
 		total += tag.RowsAffected()
-		s.metrics.purgedKeys(tag.RowsAffected())
+		s.opt.Metrics.purgedKeys(tag.RowsAffected())
 		if tag.RowsAffected() < int64(s.opt.JanitorBatch) {
 			return total, nil
 		}

@@ -17,7 +17,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		keysPurged: prometheus.NewCounter(prometheus.CounterOpts{Name: "safeflow_idempotency_keys_purged_total",
 			Help: "Expired idempotency records deleted by the janitor."}),
 	}
-	for _, r := range []string{"serialization_failure", "deadlock", "lock_timeout"} {
+	for _, r := range retryReasons {
 		m.retries.WithLabelValues(r) // exported at 0 from the start
 	}
 	reg.MustRegister(m.retries, m.keysPurged)

@@ -26,9 +26,8 @@ type Options struct {
 
 // Store runs safeflow's queries and flows on a pgx pool.
 type Store struct {
-	pool    *pgxpool.Pool
-	opt     Options
-	metrics *Metrics
+	pool *pgxpool.Pool
+	opt  Options
 
 	systemIDs sync.Map // tenant/currency → id of the system account (immutable once committed)
 	authCache sync.Map // SHA-256 of an API key → authEntry
@@ -54,7 +53,7 @@ func New(pool *pgxpool.Pool, opt Options) *Store {
 	if opt.JanitorBatch <= 0 {
 		opt.JanitorBatch = 500
 	}
-	return &Store{pool: pool, opt: opt, metrics: opt.Metrics}
+	return &Store{pool: pool, opt: opt}
 }
 
 // now returns the current time as PostgreSQL stores it: UTC, microseconds.
