@@ -116,10 +116,11 @@ type problem struct {
 	} `json:"errors"`
 }
 
+// decode is into that stops the test when it fails: for the test's goroutine.
 func (r response) decode(t *testing.T, v any) {
 	t.Helper()
-	if err := json.Unmarshal(r.body, v); err != nil {
-		t.Fatalf("decode %s: %v", r.body, err)
+	if !r.into(t, v) {
+		t.FailNow()
 	}
 }
 
@@ -136,9 +137,7 @@ func (r response) problem(t *testing.T) problem {
 // wantProblem fails t unless r is a problem with this status and code.
 func (r response) wantProblem(t *testing.T, status int, code string) problem {
 	t.Helper()
-	if r.status != status {
-		t.Fatalf("status = %d, want %d; body %s", r.status, status, r.body)
-	}
+	r.want(t, status)
 	p := r.problem(t)
 	if p.Code != code || p.Status != status {
 		t.Fatalf("problem code/status = %s/%d, want %s/%d; body %s", p.Code, p.Status, code, status, r.body)
@@ -168,10 +167,11 @@ func (r response) into(t *testing.T, v any) bool {
 	return true
 }
 
+// want is is that stops the test when it fails: for the test's goroutine.
 func (r response) want(t *testing.T, status int) response {
 	t.Helper()
-	if r.status != status {
-		t.Fatalf("status = %d, want %d; body %s", r.status, status, r.body)
+	if !r.is(t, status) {
+		t.FailNow()
 	}
 	return r
 }
