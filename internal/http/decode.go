@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
 	"strings"
 
 	"github.com/safeflow/safeflow/internal/domain"
@@ -22,8 +23,9 @@ type validator interface {
 }
 
 // decode reads a JSON body strictly into v: at most 1 MiB (413), a JSON media
-// type when there is a body (415), no unknown fields, no trailing data and no
-// wrong types (400 invalid_request naming the field). An empty body decodes
+// type when there is a body (415), no unknown fields, no field names in
+// another letter case, no duplicate keys, no trailing data and no wrong
+// types (400 invalid_request naming the field). An empty body decodes
 // as {}, so missing fields are reported by validation.
 func decode[T validator](w http.ResponseWriter, r *http.Request) (T, error) {
 	var v T
@@ -48,6 +50,9 @@ func decode[T validator](w http.ResponseWriter, r *http.Request) (T, error) {
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return v, domain.Invalid(domain.FieldError{Field: "body", Message: "must hold exactly one JSON object; found data after it"})
+	}
+	if fe := strictNames(body, reflect.TypeFor[T]()); fe != nil {
+		return v, domain.Invalid(*fe)
 	}
 	if fe := v.valid(); len(fe) > 0 {
 		return v, domain.Invalid(fe...)

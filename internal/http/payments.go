@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -161,7 +162,9 @@ func (it *batchItem) UnmarshalJSON(b []byte) error {
 	if err := dec.Decode(&it.createPaymentRequest); err != nil {
 		fe := jsonFieldError(err)
 		it.decodeErr = &fe
+		return nil
 	}
+	it.decodeErr = strictNames(b, reflect.TypeFor[createPaymentRequest]())
 	return nil
 }
 
