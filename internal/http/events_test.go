@@ -206,7 +206,7 @@ func TestEventFeedNeverSkipsALateCommit(t *testing.T) {
 	for _, e := range all {
 		ids = append(ids, e.ID)
 	}
-	rows, err := h.pool.Query(ctx, `SELECT id FROM events ORDER BY xid, position`)
+	rows, err := h.pool.Query(ctx, `SELECT id FROM events ORDER BY feed_xid, position`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,4 +224,78 @@ func TestEventFeedNeverSkipsALateCommit(t *testing.T) {
 	if _, err := h.pool.Exec(ctx, `DROP TRIGGER hold_at_gate ON idempotency_keys`); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Settle and refund of one confirmed payment sent at the same instant, on
+// many payments. Whichever takes the payment's row lock second applies
+// second (or is refused), so where both applied the payment ends refunded,
+// and the feed must serve payment.settled (sequence 3) before
+// payment.refunded (sequence 4): a consumer projecting the status in feed
+// order must end where the payment is.
+func TestEventFeedServesEachAggregateInSequenceOrder(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	const n = 100
+	a, b := h.mustAccount(t, "USD"), h.mustAccount(t, "USD")
+	h.mustDeposit(t, a.ID, n*10)
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = h.mustPayment(t, a.ID, b.ID, 10).ID
+		h.mustTransition(t, ids[i], "confirm")
+	}
+
+	start := make(chan struct{})
+	done := make(chan response, 2*n)
+	for _, id := range ids {
+		for _, action := range []string{"settle", "refund"} {
+			go func() {
+				<-start
+				done <- h.post(t, "/v1/payments/"+id+"/"+action, newKey(), ``)
+			}()
+		}
+	}
+	close(start)
+	for range 2 * n {
+		if r := <-done; r.status != http.StatusOK && r.status != http.StatusConflict {
+			t.Errorf("a racing transition answered %d: %s", r.status, r.body)
+		}
+	}
+
+	total := h.count(t, "events")
+	served := h.walk(t, "", 100, total)
+	if len(served) != total {
+		t.Fatalf("the feed served %d of %d events", len(served), total)
+	}
+	last := map[string]int64{}
+	status := map[string]string{}
+	both := 0
+	for _, e := range served {
+		key := e.AggregateType + " " + e.AggregateID
+		if e.Sequence != last[key]+1 {
+			t.Errorf("%s: the feed served sequence %d (%s) after %d", key, e.Sequence, e.Type, last[key])
+		}
+		last[key] = e.Sequence
+		if e.AggregateType == "payment" {
+			var p payment
+			if err := json.Unmarshal(e.Data, &p); err != nil {
+				t.Fatal(err)
+			}
+			status[p.ID] = p.Status
+			if e.Sequence == 4 {
+				both++
+			}
+		}
+	}
+	for _, id := range ids {
+		var p payment
+		h.get(t, "/v1/payments/"+id).want(t, http.StatusOK).decode(t, &p)
+		if status[id] != p.Status {
+			t.Errorf("payment %s is %s; projecting the feed in order ends at %s", id, p.Status, status[id])
+		}
+	}
+	var inherited int
+	if err := h.pool.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE feed_xid > xid`).Scan(&inherited); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d of %d payments had both settle and refund applied; %d events sort after their writer's xid", both, n, inherited)
 }

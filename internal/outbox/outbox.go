@@ -59,9 +59,15 @@ type Envelope struct {
 	Data          json.RawMessage `json:"data"`
 }
 
+// insertEvent writes an event with its feed key (migrations/00005): the
+// greater of this transaction's xid and the key of the aggregate's previous
+// event, so the feed serves an aggregate's events in sequence order.
 const insertEvent = `
-INSERT INTO events (id, tenant_id, type, aggregate_type, aggregate_id, sequence, payload, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
+INSERT INTO events (id, tenant_id, type, aggregate_type, aggregate_id, sequence, payload, created_at, feed_xid)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, greatest(pg_current_xact_id(), (
+    SELECT p.feed_xid FROM events p
+    WHERE p.tenant_id = $2 AND p.aggregate_type = $4 AND p.aggregate_id = $5 AND p.sequence < $6
+    ORDER BY p.sequence DESC LIMIT 1)))`
 
 // Stage queues the insert of m on b. The batch must be sent on the business
 // transaction (tx.SendBatch), so the event commits or rolls back with the

@@ -104,6 +104,21 @@ var invariants = []struct {
 		WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = e.aggregate_id AND a.tenant_id = e.tenant_id)
 		  AND NOT EXISTS (SELECT 1 FROM movements m WHERE m.id = e.aggregate_id AND m.tenant_id = e.tenant_id)
 		  AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.id = e.aggregate_id AND p.tenant_id = e.tenant_id)`, ""},
+	{"4. the feed serves each aggregate's events in sequence order", `
+		SELECT aggregate_id, format('sequence %s is served as its number %s', sequence, f) FROM (
+		    SELECT aggregate_id, sequence,
+		           row_number() OVER (PARTITION BY tenant_id, aggregate_type, aggregate_id ORDER BY sequence) AS s,
+		           row_number() OVER (PARTITION BY tenant_id, aggregate_type, aggregate_id ORDER BY feed_xid, position) AS f
+		    FROM events) x
+		WHERE s <> f`, ""},
+	// A key is an xid that has finished once its event commits, so a caught-up
+	// reader sees the event at once: never a key no transaction has yet.
+	{"4. every event's feed key is its writer's xid or its aggregate's previous event's key", `
+		SELECT e.id, format('feed_xid %s, xid %s', e.feed_xid, e.xid) FROM events e
+		WHERE e.feed_xid <> e.xid AND e.feed_xid IS DISTINCT FROM (
+		    SELECT p.feed_xid FROM events p
+		    WHERE p.tenant_id = e.tenant_id AND p.aggregate_type = e.aggregate_type AND p.aggregate_id = e.aggregate_id
+		      AND p.sequence < e.sequence ORDER BY p.sequence DESC LIMIT 1)`, OutboxPurged},
 	{"5. every stored creation points at its own resource, and every resource has one stored creation", `
 		WITH created AS (
 		    SELECT tenant_id, substring(location from '[^/]+$') AS id FROM idempotency_keys WHERE status_code = 201
