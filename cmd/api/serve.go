@@ -35,7 +35,7 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 	}
 
 	reg := newRegistry()
-	st := store.New(pool, store.Options{IdempotencyTTL: cfg.IdempotencyTTL, Metrics: store.NewMetrics(reg)})
+	st := store.New(pool, store.Options{IdempotencyTTL: cfg.IdempotencyTTL, DeliveryTimeout: cfg.DeliveryTimeout, Metrics: store.NewMetrics(reg)})
 	handler := apihttp.NewHandler(apihttp.Config{
 		Store: st, Logger: log, Metrics: apihttp.NewMetrics(reg), OpenAPI: safeflow.OpenAPI,
 		WebhookAllowPrivate: cfg.WebhookAllowPrivate,

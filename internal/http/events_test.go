@@ -141,29 +141,10 @@ func TestEventFeedNeverSkipsALateCommit(t *testing.T) {
 
 	// Hold the transaction of the request with key "slow" after its writes,
 	// right before it stores its response, until the gate opens.
-	if _, err := h.pool.Exec(ctx, `
-		CREATE TABLE gate (opened boolean);
-		CREATE FUNCTION hold_at_gate() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN
-		    WHILE NOT EXISTS (SELECT 1 FROM gate) LOOP PERFORM pg_sleep(0.01); END LOOP;
-		    RETURN NEW;
-		END $$;
-		CREATE TRIGGER hold_at_gate BEFORE UPDATE ON idempotency_keys
-		    FOR EACH ROW WHEN (NEW.key = 'slow') EXECUTE FUNCTION hold_at_gate();`); err != nil {
-		t.Fatal(err)
-	}
+	g := h.holdAtGate(t, "slow")
 	slow := make(chan response, 1)
 	go func() { slow <- h.post(t, "/v1/accounts/"+a.ID+"/deposits", "slow", `{"amount":5}`) }()
-	for {
-		var waiting bool
-		if err := h.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'PgSleep')`).Scan(&waiting); err != nil {
-			t.Fatal(err)
-		}
-		if waiting {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	g.waitHeld(t)
 	for range 3 {
 		h.mustDeposit(t, b.ID, 1)
 	}
@@ -182,9 +163,7 @@ func TestEventFeedNeverSkipsALateCommit(t *testing.T) {
 		cursor = during[len(during)-1].ID
 	}
 
-	if _, err := h.pool.Exec(ctx, `INSERT INTO gate VALUES (true)`); err != nil {
-		t.Fatal(err)
-	}
+	g.open(t)
 	(<-slow).want(t, http.StatusCreated)
 
 	// The held event took its position before the three others: the case a

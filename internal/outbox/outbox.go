@@ -24,13 +24,6 @@ const (
 	// it in their transactions, so it fires at commit; internal/relay
 	// listens on it.
 	Channel = "safeflow_deliveries"
-
-	// FanOutLock is the key space of a tenant's webhook lock, taken as
-	// (FanOutLock, hashtext(tenant)): the trigger takes it SHARED before it
-	// reads the endpoints, creating or deleting an endpoint takes it
-	// EXCLUSIVE, so an endpoint receives exactly the events that commit
-	// after it does.
-	FanOutLock = 7301
 )
 
 // Message is one event to stage. Data is the resource after the change.

@@ -20,6 +20,12 @@ type claimed struct {
 	URL            string    `db:"url"`
 	Secret         string    `db:"secret"`
 	EndpointStatus string    `db:"endpoint_status"`
+
+	// deadline ends the attempt: DeliveryTimeout after the claim began, so
+	// no attempt outlasts that however long it waited to start (deleting an
+	// endpoint relies on it). leaseEnd is when the lease may pass to another
+	// relay, by this process's clock.
+	deadline, leaseEnd time.Time
 }
 
 // claimDeliveries takes up to $1 due deliveries in one statement (so one
@@ -28,6 +34,9 @@ type claimed struct {
 // outcome. A relay that dies holding a lease leaves a row that becomes due
 // again when the lease ends. The attempt is counted here, so a delivery that
 // crashes its relay cannot be retried forever.
+//
+// A due row whose endpoint is gone is removed, unsent: an event transaction
+// that read the endpoint before it was deleted inserted it afterwards.
 //
 // Statuses are spelt as the schema's CHECK spells them (a test checks that
 // domain's constants agree); the literal lets the planner use the partial
@@ -39,10 +48,13 @@ WITH due AS (
     ORDER BY next_attempt_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED
+), orphans AS (
+    DELETE FROM webhook_deliveries d USING due
+    WHERE d.id = due.id AND NOT EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.id = d.endpoint_id)
 ), c AS (
     UPDATE webhook_deliveries d
     SET next_attempt_at = now() + make_interval(secs => $2), lease = $3, attempts = d.attempts + 1
-    FROM due WHERE d.id = due.id
+    FROM due WHERE d.id = due.id AND EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.id = d.endpoint_id)
     RETURNING d.id, d.lease, d.attempts, d.event_id, d.endpoint_id
 )
 SELECT c.id, c.lease, c.attempts, c.event_id, e.created_at AS event_created_at, e.payload,
@@ -53,10 +65,15 @@ JOIN webhook_endpoints w ON w.id = c.endpoint_id`
 
 // claim takes up to n due deliveries.
 func (r *Relay) claim(ctx context.Context, n int) ([]claimed, error) {
+	began := time.Now()
 	rows, _ := r.pool.Query(ctx, claimDeliveries, n, r.cfg.Lease.Seconds(), rand.Int64())
 	ds, err := pgx.CollectRows(rows, pgx.RowToStructByName[claimed])
-	if err == nil {
-		r.cfg.Metrics.claimedBatch(len(ds))
+	if err != nil {
+		return nil, err
 	}
-	return ds, err
+	for i := range ds {
+		ds[i].deadline, ds[i].leaseEnd = began.Add(r.cfg.DeliveryTimeout), began.Add(r.cfg.Lease)
+	}
+	r.cfg.Metrics.claimedBatch(len(ds))
+	return ds, nil
 }

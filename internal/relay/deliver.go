@@ -22,12 +22,12 @@ import (
 // outcome: delivered, pending again (with the time of the next attempt), or
 // dead.
 func (r *Relay) deliver(ctx context.Context, d claimed) outcome {
-	o := outcome{id: d.ID, endpointID: d.EndpointID, lease: d.Lease, eventCreatedAt: d.EventCreatedAt}
+	o := outcome{id: d.ID, endpointID: d.EndpointID, lease: d.Lease, leaseEnd: d.leaseEnd, eventCreatedAt: d.EventCreatedAt}
 	if d.EndpointStatus != domain.EndpointEnabled {
 		r.cfg.Metrics.attempted("skipped")
 		return r.dead(o, "not sent: the endpoint is disabled (it answered 410 Gone); replay its dead deliveries to enable it")
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.DeliveryTimeout)
+	ctx, cancel := context.WithDeadline(ctx, d.deadline)
 	defer cancel()
 	ts := time.Now().Unix()
 	sig, err := Sign(d.Secret, d.EventID, ts, d.Payload)

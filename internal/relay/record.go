@@ -21,6 +21,7 @@ type outcome struct {
 	at             time.Time // when the attempt ended
 	gone           bool      // the receiver answered 410: disable the endpoint
 	eventCreatedAt time.Time
+	leaseEnd       time.Time // until then the outcome is worth recording
 }
 
 // recordLoop writes outcomes as they come, many per statement when they
@@ -46,7 +47,9 @@ func (r *Relay) recordLoop(ctx context.Context, in <-chan outcome) {
 
 // recordOutcomes applies outcomes fenced on their lease: a row another relay
 // has claimed since (a new lease) or that was deleted is left alone. An
-// endpoint that answered 410 is disabled in the same statement.
+// endpoint that answered 410 is disabled in the same statement. The row of
+// an endpoint deleted while the attempt was under way is removed (its
+// DELETE waits for that).
 const recordOutcomes = `
 WITH o AS (
     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[], $5::text[], $6::int[], $7::timestamptz[], $8::bool[])
@@ -59,35 +62,51 @@ WITH o AS (
         finished_at = CASE WHEN o.status <> 'pending' THEN o.at END
     FROM o
     WHERE d.id = o.id AND d.lease = o.lease AND d.status = 'pending'
+      AND EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.id = d.endpoint_id)
     RETURNING d.id, d.endpoint_id, o.gone
+), deleted AS (
+    DELETE FROM webhook_deliveries d USING o
+    WHERE d.id = o.id AND d.lease = o.lease AND d.status = 'pending'
+      AND NOT EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.id = d.endpoint_id)
 ), disabled AS (
     UPDATE webhook_endpoints w SET status = 'disabled'
     WHERE w.id IN (SELECT endpoint_id FROM done WHERE gone) AND w.status = 'enabled'
 )
 SELECT id FROM done`
 
-// record writes a batch of outcomes, trying a few times; what it cannot
-// write is left to the leases, which expire and bring the deliveries back.
+// record writes a batch of outcomes. While the database cannot be reached
+// it keeps trying, with backoff, every outcome whose lease is still this
+// relay's: a finished attempt that is not recorded is sent again once its
+// lease passes. Meanwhile the relay's slots stay taken, so it claims no new
+// work. Only outcomes whose lease has passed are given up (another relay
+// may hold the row now; the fence would refuse them anyway).
 func (r *Relay) record(ctx context.Context, batch []outcome) {
-	n := len(batch)
-	ids, leases, statuses := make([]string, n), make([]int64, n), make([]string, n)
-	next, errs, codes, at, gone := make([]*time.Time, n), make([]*string, n), make([]*int, n), make([]time.Time, n), make([]bool, n)
-	for i, o := range batch {
-		ids[i], leases[i], statuses[i], next[i], errs[i], codes[i], at[i], gone[i] = o.id, o.lease, o.status, o.next, o.lastError, o.code, o.at, o.gone
-	}
 	var kept []string
-	var err error
-	for try := 0; try < 3; try++ {
-		rows, _ := r.pool.Query(ctx, recordOutcomes, ids, leases, statuses, next, errs, codes, at, gone)
-		if kept, err = pgx.CollectRows(rows, pgx.RowTo[string]); err == nil || backoff.Sleep(ctx, 100*time.Millisecond) != nil {
+	for try := 1; ; try++ {
+		var err error
+		if kept, err = r.recordOnce(ctx, batch); err == nil {
 			break
 		}
-	}
-	if err != nil {
-		if ctx.Err() == nil {
-			r.log.Warn().Err(err).Int("outcomes", n).Msg("record delivery outcomes")
+		now := time.Now()
+		live := batch[:0:0]
+		for _, o := range batch {
+			if now.Before(o.leaseEnd) {
+				live = append(live, o)
+			}
 		}
-		return
+		if lost := len(batch) - len(live); lost > 0 && ctx.Err() == nil {
+			r.log.Warn().Err(err).Int("outcomes", lost).Msg("delivery outcomes not recorded before their lease passed; they will be sent again")
+		}
+		batch = live
+		if len(batch) == 0 || ctx.Err() != nil {
+			return
+		}
+		if try == 1 {
+			r.log.Warn().Err(err).Int("outcomes", len(batch)).Msg("record delivery outcomes: retrying until recorded or their lease passes")
+		}
+		if backoff.Sleep(ctx, backoff.FullJitter(50*time.Millisecond, time.Second, try)) != nil {
+			return
+		}
 	}
 	ok := make(map[string]bool, len(kept))
 	for _, id := range kept {
@@ -109,4 +128,16 @@ func (r *Relay) record(ctx context.Context, batch []outcome) {
 			r.cfg.Metrics.recorded("dead")
 		}
 	}
+}
+
+// recordOnce writes batch in one statement and returns the ids it recorded.
+func (r *Relay) recordOnce(ctx context.Context, batch []outcome) ([]string, error) {
+	n := len(batch)
+	ids, leases, statuses := make([]string, n), make([]int64, n), make([]string, n)
+	next, errs, codes, at, gone := make([]*time.Time, n), make([]*string, n), make([]*int, n), make([]time.Time, n), make([]bool, n)
+	for i, o := range batch {
+		ids[i], leases[i], statuses[i], next[i], errs[i], codes[i], at[i], gone[i] = o.id, o.lease, o.status, o.next, o.lastError, o.code, o.at, o.gone
+	}
+	rows, _ := r.pool.Query(ctx, recordOutcomes, ids, leases, statuses, next, errs, codes, at, gone)
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }

@@ -21,7 +21,10 @@ type Options struct {
 	BackoffMax     time.Duration    // largest retry delay cap (250ms)
 	Now            func() time.Time // the clock (time.Now)
 	JanitorBatch   int              // expired idempotency records deleted per statement (500)
-	Metrics        *Metrics         // nil: none
+	// DeliveryTimeout is the relays' limit on one webhook attempt (10s):
+	// deleting an endpoint waits at most this long for attempts under way.
+	DeliveryTimeout time.Duration
+	Metrics         *Metrics // nil: none
 }
 
 // Store runs safeflow's queries and flows on a pgx pool.
@@ -52,6 +55,9 @@ func New(pool *pgxpool.Pool, opt Options) *Store {
 	}
 	if opt.JanitorBatch <= 0 {
 		opt.JanitorBatch = 500
+	}
+	if opt.DeliveryTimeout <= 0 {
+		opt.DeliveryTimeout = 10 * time.Second
 	}
 	return &Store{pool: pool, opt: opt}
 }

@@ -7,13 +7,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/safeflow/safeflow/internal/backoff"
 	"github.com/safeflow/safeflow/internal/domain"
 	"github.com/safeflow/safeflow/internal/outbox"
 )
-
-// lockWebhooks takes the tenant's webhook lock EXCLUSIVE ($1:
-// outbox.FanOutLock): see there.
-const lockWebhooks = `SELECT pg_advisory_xact_lock($1, hashtext($2))`
 
 // notifyRelays wakes the relays when the transaction commits ($1: outbox.Channel).
 const notifyRelays = `SELECT pg_notify($1, '')`
@@ -40,11 +37,14 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)`
 
 // CreateWebhookEndpoint subscribes a URL. The answer, secret included, is
 // stored like any other, so a replay of the request shows the same secret.
+// It locks nothing the tenant's writers use: the fan-out trigger reads the
+// endpoints with a snapshot taken after the request that writes the event
+// started, so every request that starts after this one's 201 sees the
+// endpoint (migrations/00006_fan_out_without_lock.sql).
 func (s *Store) CreateWebhookEndpoint(ctx context.Context, req domain.Request[domain.WebhookEndpoint], in domain.NewWebhookEndpoint) (domain.Response, error) {
 	return safeFlow(ctx, s, req, func(ctx context.Context, tx pgx.Tx) (domain.WebhookEndpoint, *pgx.Batch, error) {
 		e := in.Create(req.TenantID, s.now())
 		b := &pgx.Batch{}
-		b.Queue(lockWebhooks, outbox.FanOutLock, req.TenantID)
 		b.Queue(insertEndpoint, e.ID, e.TenantID, e.URL, e.EventTypes, e.Secret, e.Status, e.CreatedAt)
 		return e, b, nil
 	})
@@ -85,28 +85,53 @@ func (s *Store) ListWebhookEndpoints(ctx context.Context, tenantID string, p dom
 }
 
 const (
-	deleteEndpointDeliveries = `DELETE FROM webhook_deliveries WHERE tenant_id = $1 AND endpoint_id = $2`
-	deleteEndpoint           = `DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2`
+	// The deliveries an attempt is under way for (a relay holds their
+	// lease) stay until the relay records the attempt; the rest go now.
+	deleteEndpointDeliveries = `DELETE FROM webhook_deliveries WHERE tenant_id = $1 AND endpoint_id = $2
+		AND NOT (status = 'pending' AND lease IS NOT NULL AND next_attempt_at > now())`
+	deleteEndpoint = `DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2`
+	// attemptsUnderWay removes what has been recorded since and counts
+	// what is still under way.
+	attemptsUnderWay = `WITH recorded AS (` + deleteEndpointDeliveries + `)
+		SELECT count(*) FROM webhook_deliveries WHERE tenant_id = $1 AND endpoint_id = $2
+		AND status = 'pending' AND lease IS NOT NULL AND next_attempt_at > now()`
 )
 
 // DeleteWebhookEndpoint removes the endpoint and its deliveries: nothing
-// more is sent to it, including what was still pending or dead. A relay
-// that is sending one of them right now finds its row gone and records
-// nothing.
+// more is sent to it, including what was still pending or dead. It answers
+// once nothing is being sent to it either: it waits for the attempts that
+// relays had under way (their outcome, recorded, removes the row), at most
+// Options.DeliveryTimeout, the longest an attempt lasts. A delivery that an
+// event transaction still inserts for it afterwards (it read the endpoint
+// before the delete) is removed unsent by the relay that claims it.
+// Nothing of this makes another request of the tenant wait.
 func (s *Store) DeleteWebhookEndpoint(ctx context.Context, tenantID, id string) error {
 	if !domain.ValidID(domain.PrefixEndpoint, id) {
 		return domain.NotFound("webhook endpoint", id)
 	}
-	return s.retrying(ctx, func() error { return s.deleteEndpoint(ctx, tenantID, id) })
+	if err := s.retrying(ctx, func() error { return s.deleteEndpoint(ctx, tenantID, id) }); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(s.opt.DeliveryTimeout)
+	for {
+		var n int
+		if err := s.pool.QueryRow(ctx, attemptsUnderWay, tenantID, id).Scan(&n); err != nil {
+			return public(err)
+		}
+		if n == 0 || time.Now().After(deadline) {
+			return nil
+		}
+		if err := backoff.Sleep(ctx, 20*time.Millisecond); err != nil {
+			return public(err)
+		}
+	}
 }
 
-// deleteEndpoint is one try of DeleteWebhookEndpoint. The exclusive webhook
-// lock waits for the tenant's transactions in flight, so it may time out
-// under load and is retried like any other.
+// deleteEndpoint is one try of DeleteWebhookEndpoint's transaction, which
+// locks deliveries before their endpoint (see the lock order below).
 func (s *Store) deleteEndpoint(ctx context.Context, tenantID, id string) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
-		b.Queue(lockWebhooks, outbox.FanOutLock, tenantID)
 		b.Queue(deleteEndpointDeliveries, tenantID, id)
 		var found bool
 		b.Queue(deleteEndpoint, tenantID, id).Exec(func(ct pgconn.CommandTag) error {
@@ -219,8 +244,8 @@ func (s *Store) RetryDelivery(ctx context.Context, req domain.Request[domain.Del
 // Lock order of the webhook flows: deliveries (ascending id, when several)
 // before their endpoint. Retry, replay and the relay's outcome (which may
 // disable an endpoint) all go that way, so they cannot wait for each other
-// in a cycle; deleting an endpoint takes the tenant's webhook lock first and
-// then deliveries before the endpoint as well.
+// in a cycle; deleting an endpoint locks deliveries before the endpoint as
+// well.
 const lockDeadOfTarget = `SELECT id FROM webhook_deliveries WHERE tenant_id = $1 AND status = 'dead' AND endpoint_id = $2 ORDER BY id FOR UPDATE`
 
 // ReplayDead makes every dead delivery of the endpoint pending again (with
