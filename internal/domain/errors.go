@@ -23,6 +23,7 @@ const (
 	KindKeyInUse                     // another request holds the Idempotency-Key
 	KindKeyReused                    // the Idempotency-Key names another request
 	KindUnavailable                  // transient: nothing was applied, the same request may be retried
+	KindOutcomeUnknown               // the connection died during COMMIT and the server could not learn the outcome
 	numKinds
 )
 
@@ -56,6 +57,7 @@ var kinds = [numKinds]struct {
 	KindKeyInUse:         {"key_in_use", http.StatusConflict, false, 1},
 	KindKeyReused:        {"key_reused", http.StatusUnprocessableEntity, false, 0},
 	KindUnavailable:      {"unavailable", http.StatusServiceUnavailable, false, 1},
+	KindOutcomeUnknown:   {"outcome_unknown", http.StatusServiceUnavailable, false, 1},
 }
 
 // String names kind k as the table does.
@@ -84,6 +86,7 @@ const (
 	CodeIdempotencyKeyReused  = "idempotency_key_reused"
 	CodeIdempotencyKeyInUse   = "idempotency_key_in_use"
 	CodeServiceUnavailable    = "service_unavailable"
+	CodeOutcomeUnknown        = "outcome_unknown"
 	CodeAmountOutOfRange      = "amount_out_of_range"
 	CodeIdempotencyKeyMissing = "idempotency_key_missing"
 	CodeIdempotencyKeyInvalid = "idempotency_key_invalid"
@@ -129,6 +132,14 @@ func Invalid(fields ...FieldError) *Error {
 // Unavailable is a transient failure; the client should retry after a pause.
 func Unavailable(detail string) *Error {
 	return &Error{Kind: KindUnavailable, Code: CodeServiceUnavailable, Detail: detail}
+}
+
+// OutcomeUnknown is the answer to a request whose COMMIT was sent but whose
+// outcome the server could not learn: it may have been applied. Retrying
+// with the same Idempotency-Key tells which (a replay, or a first run).
+func OutcomeUnknown() *Error {
+	return &Error{Kind: KindOutcomeUnknown, Code: CodeOutcomeUnknown,
+		Detail: "the database connection was lost while this request was committing and its outcome could not be learned; it may have been applied: retry with the same Idempotency-Key to learn the outcome (or GET /v1/idempotency-keys/{key})"}
 }
 
 // Internal is the error a client is shown for any error that is not an

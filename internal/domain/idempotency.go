@@ -1,5 +1,7 @@
 package domain
 
+import "time"
+
 // Response is the answer to a mutating request, rendered inside its
 // transaction and stored on the idempotency record, so a replay returns the
 // same status, headers and bytes.
@@ -18,6 +20,29 @@ type Idempotency struct {
 	TenantID    string
 	Key         string
 	Fingerprint []byte // hash of method, route, path parameters and canonical body
+	// Method and Path are the request's, shown by GET /v1/idempotency-keys/{key}.
+	Method, Path string
+}
+
+// Idempotency key statuses, as GET /v1/idempotency-keys/{key} shows them.
+const (
+	KeyInProgress = "in_progress" // claimed by a transaction that has not committed
+	KeyCompleted  = "completed"   // its answer is stored and replayed
+)
+
+// IdempotencyKey is what a tenant may learn of one of its live keys. A key
+// in progress is claimed by a transaction that has not committed, so only
+// its existence is known: its other fields are null until it completes.
+// Method and path are null for keys claimed before they were recorded.
+type IdempotencyKey struct {
+	Object         string     `json:"object"`
+	Key            string     `json:"key"`
+	Status         string     `json:"status"`
+	Method         *string    `json:"method"`
+	Path           *string    `json:"path"`
+	ResponseStatus *int       `json:"response_status"`
+	CreatedAt      *time.Time `json:"created_at"`
+	ExpiresAt      *time.Time `json:"expires_at"`
 }
 
 // Request is one mutating request under an idempotency key. Applied, its

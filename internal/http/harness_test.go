@@ -63,8 +63,16 @@ type harness struct {
 // invariants of product.md §6 are checked on that database.
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	h := &harness{pool: testdb.New(t), storeMetrics: prometheus.NewRegistry()}
-	h.store = store.New(h.pool, store.Options{Metrics: store.NewMetrics(h.storeMetrics)})
+	pool := testdb.New(t)
+	return startHarness(t, pool, pool)
+}
+
+// startHarness starts the API with its store on storePool, a pool on the
+// database of pool (which the test's own queries use).
+func startHarness(t *testing.T, pool, storePool *pgxpool.Pool) *harness {
+	t.Helper()
+	h := &harness{pool: pool, storeMetrics: prometheus.NewRegistry()}
+	h.store = store.New(storePool, store.Options{Metrics: store.NewMetrics(h.storeMetrics)})
 	srv := httptest.NewServer(apihttp.NewHandler(apihttp.Config{
 		Store: h.store, Logger: zerolog.New(os.Stderr).Level(zerolog.WarnLevel), // shown when a test fails
 		Metrics: apihttp.NewMetrics(prometheus.NewRegistry()),

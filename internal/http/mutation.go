@@ -32,9 +32,10 @@ func mutating[In validator, T any](s *server, answer answer[T], apply func(r *ht
 			return
 		}
 		resp, err := apply(r, in, domain.Request[T]{
-			Idempotency: domain.Idempotency{TenantID: tenantOf(r), Key: r.Header.Get("Idempotency-Key"), Fingerprint: fingerprint(r, in)},
-			Render:      answer,
-			Refuse:      func(de *domain.Error) (domain.Response, error) { return refusal(r, de) },
+			Idempotency: domain.Idempotency{TenantID: tenantOf(r), Key: r.Header.Get("Idempotency-Key"), Fingerprint: fingerprint(r, in),
+				Method: r.Method, Path: r.URL.EscapedPath()}, // escaped: ASCII, as sent
+			Render: answer,
+			Refuse: func(de *domain.Error) (domain.Response, error) { return refusal(r, de) },
 		})
 		if err != nil {
 			s.writeProblem(w, r, err)

@@ -48,6 +48,7 @@ func (s *server) routes(log zerolog.Logger) http.Handler {
 		r.Delete("/webhook-endpoints/{endpoint_id}", s.handleDeleteEndpoint())
 		r.Post("/webhook-endpoints/{endpoint_id}/replay-dead", handleAction(s, "endpoint_id", s.store.ReplayDead))
 		r.Get("/webhook-deliveries", s.handleListDeliveries())
+		r.Get("/idempotency-keys/{key}", s.handleGetIdempotencyKey())
 		r.Post("/webhook-deliveries/{delivery_id}/retry", handleAction(s, "delivery_id", s.store.RetryDelivery))
 		for _, action := range []string{domain.ActionConfirm, domain.ActionSettle, domain.ActionCancel, domain.ActionRefund} {
 			r.Post("/payments/{payment_id}/"+action, s.handleTransition(action))

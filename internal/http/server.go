@@ -37,6 +37,7 @@ type Store interface {
 	ListDeliveries(ctx context.Context, tenantID string, f domain.DeliveryFilter, p domain.Page) ([]domain.Delivery, string, error)
 	RetryDelivery(ctx context.Context, req domain.Request[domain.Delivery], id string) (domain.Response, error)
 	ReplayDead(ctx context.Context, req domain.Request[domain.Replay], endpointID string) (domain.Response, error)
+	GetIdempotencyKey(ctx context.Context, tenantID, key string) (domain.IdempotencyKey, error)
 }
 
 // Config wires a Handler.

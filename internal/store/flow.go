@@ -49,7 +49,8 @@ func (s *Store) retrying(ctx context.Context, tx func() error) error {
 
 // safeFlowOnce is one try of a safe flow: begin, claim the key (or replay
 // the answer stored on it), apply the change, store the refusal if it was
-// refused, commit.
+// refused, commit (and, if the COMMIT's reply is lost, learn its outcome:
+// see commitFailed).
 func safeFlowOnce[T any](ctx context.Context, s *Store, req domain.Request[T], decide step[T]) (domain.Response, error) {
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
@@ -68,7 +69,12 @@ func safeFlowOnce[T any](ctx context.Context, s *Store, req domain.Request[T], d
 	if err != nil {
 		return domain.Response{}, err
 	}
-	return resp, translate(tx.Commit(ctx))
+	// The COMMIT runs to its end even if the client goes away meanwhile:
+	// cancelling it would leave its outcome unknown.
+	if err := tx.Commit(context.WithoutCancel(ctx)); err != nil {
+		return s.commitFailed(ctx, req.Idempotency, err)
+	}
+	return resp, nil
 }
 
 // savepoint is taken right before the business writes, in the same round

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -13,8 +15,8 @@ import (
 )
 
 const claimKey = `
-INSERT INTO idempotency_keys (tenant_id, key, fingerprint, expires_at)
-VALUES ($1, $2, $3, $4)
+INSERT INTO idempotency_keys (tenant_id, key, fingerprint, expires_at, method, path)
+VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (tenant_id, key) DO NOTHING`
 
 const selectKey = `
@@ -40,7 +42,7 @@ WHERE tenant_id = $1 AND key = $2`
 func (s *Store) claim(ctx context.Context, tx pgx.Tx, req domain.Idempotency) (domain.Response, bool, error) {
 	now := s.now()
 	for range 3 {
-		tag, err := tx.Exec(ctx, claimKey, req.TenantID, req.Key, req.Fingerprint, now.Add(s.opt.IdempotencyTTL))
+		tag, err := tx.Exec(ctx, claimKey, req.TenantID, req.Key, req.Fingerprint, now.Add(s.opt.IdempotencyTTL), nullable(req.Method), nullable(req.Path))
 		if err != nil {
 			var pg *pgconn.PgError
 			if errors.As(err, &pg) && pg.Code == "55P03" {
@@ -52,40 +54,116 @@ func (s *Store) claim(ctx context.Context, tx pgx.Tx, req domain.Idempotency) (d
 		if tag.RowsAffected() == 1 {
 			return domain.Response{}, true, nil
 		}
-		var (
-			fp                    []byte
-			status                *int32
-			ctype, location, etag *string
-			body                  []byte
-			expired               bool
-		)
-		err = tx.QueryRow(ctx, selectKey, req.TenantID, req.Key, now).Scan(&fp, &status, &ctype, &location, &etag, &body, &expired)
+		r, err := readKey(ctx, tx, req.TenantID, req.Key, now)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			continue // purged between the two statements: claim again
 		case err != nil:
 			return domain.Response{}, false, err
-		case expired:
+		case r.expired:
 			if _, err := tx.Exec(ctx, releaseExpiredKey, req.TenantID, req.Key, now); err != nil {
 				return domain.Response{}, false, err
 			}
 			continue
-		case !bytes.Equal(fp, req.Fingerprint):
+		case !bytes.Equal(r.fingerprint, req.Fingerprint):
 			return domain.Response{}, false, &domain.Error{Kind: domain.KindKeyReused, Code: domain.CodeIdempotencyKeyReused,
 				Detail: "this Idempotency-Key was already used with a different request (method, route or body); use a new key"}
-		case status == nil:
+		case r.status == nil:
 			return domain.Response{}, false, fmt.Errorf("store: idempotency key committed without a response")
 		}
-		return domain.Response{Status: int(*status), ContentType: deref(ctype), Location: deref(location),
-			ETag: deref(etag), Body: body, Replayed: true}, false, nil
+		return r.response(), false, nil
 	}
 	return domain.Response{}, false, fmt.Errorf("store: idempotency key claim did not settle")
+}
+
+// keyRow is an idempotency record as read back.
+type keyRow struct {
+	fingerprint           []byte
+	status                *int32
+	ctype, location, etag *string
+	body                  []byte
+	expired               bool
+}
+
+// readKey reads the record of (tenant, key) in its own statement, so with a
+// snapshot taken after any wait of the claim before it.
+func readKey(ctx context.Context, tx pgx.Tx, tenantID, key string, now time.Time) (keyRow, error) {
+	var r keyRow
+	err := tx.QueryRow(ctx, selectKey, tenantID, key, now).Scan(&r.fingerprint, &r.status, &r.ctype, &r.location, &r.etag, &r.body, &r.expired)
+	return r, err
+}
+
+// response is the stored answer of a completed record, for replay.
+func (r keyRow) response() domain.Response {
+	return domain.Response{Status: int(*r.status), ContentType: deref(r.ctype), Location: deref(r.location),
+		ETag: deref(r.etag), Body: r.body, Replayed: true}
 }
 
 // queueComplete queues the storing of the rendered response on the claimed record.
 func queueComplete(b *pgx.Batch, req domain.Idempotency, r domain.Response) {
 	b.Queue(completeKey, req.TenantID, req.Key, r.Status, r.ContentType, nullable(r.Location), nullable(r.ETag), r.Body).Exec(expectOne)
 }
+
+// A key whose request is still running was claimed by a transaction that
+// has not committed, so no read sees it. GetIdempotencyKey asks the way a
+// duplicate would: it claims the key, in a transaction it rolls back, with
+// a short lock_timeout. A claim that has to wait means a request holds the
+// key (in_progress); one that conflicts at once meets a committed record,
+// read next; one that succeeds means there is no such key.
+const (
+	probeLockTimeout = `SET LOCAL lock_timeout = '50ms'`
+	probeKey         = `INSERT INTO idempotency_keys (tenant_id, key, fingerprint, expires_at)
+		VALUES ($1, $2, '', $3) ON CONFLICT (tenant_id, key) DO NOTHING`
+	selectLiveKey = `SELECT key, status_code, method, path, created_at, expires_at
+		FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND expires_at > $3`
+)
+
+// GetIdempotencyKey returns what the tenant may learn of its live key.
+func (s *Store) GetIdempotencyKey(ctx context.Context, tenantID, key string) (domain.IdempotencyKey, error) {
+	k := domain.IdempotencyKey{Object: "idempotency_key", Key: key}
+	notFound := &domain.Error{Kind: domain.KindNotFound, Code: domain.CodeNotFound,
+		Detail: "this tenant has no live idempotency key " + strconv.Quote(key)}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, probeLockTimeout); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, probeKey, tenantID, key, s.now())
+		var pg *pgconn.PgError
+		switch {
+		case errors.As(err, &pg) && pg.Code == "55P03":
+			k.Status = domain.KeyInProgress
+			return errRollback
+		case err != nil:
+			return err
+		case tag.RowsAffected() == 1:
+			return notFound
+		}
+		var status *int32
+		err = tx.QueryRow(ctx, selectLiveKey, tenantID, key, s.now()).Scan(&k.Key, &status, &k.Method, &k.Path, &k.CreatedAt, &k.ExpiresAt)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return notFound // expired
+		case err != nil:
+			return err
+		}
+		k.Status = domain.KeyCompleted
+		if status == nil { // committed without an answer: not possible, but never claim completed
+			k.Status = domain.KeyInProgress
+		} else {
+			st := int(*status)
+			k.ResponseStatus = &st
+		}
+		k.CreatedAt, k.ExpiresAt = utc(k.CreatedAt), utc(k.ExpiresAt)
+		return errRollback
+	})
+	if errors.Is(err, errRollback) {
+		return k, nil
+	}
+	return k, public(err)
+}
+
+// errRollback ends a pgx.BeginFunc that only looked, rolling it back.
+var errRollback = errors.New("store: roll back")
 
 const purgeExpiredKeys = `
 DELETE FROM idempotency_keys WHERE ctid = ANY (ARRAY(

@@ -128,24 +128,52 @@ func (s *Store) DeleteWebhookEndpoint(ctx context.Context, tenantID, id string) 
 }
 
 // deleteEndpoint is one try of DeleteWebhookEndpoint's transaction, which
-// locks deliveries before their endpoint (see the lock order below).
+// locks deliveries before their endpoint (see the lock order below). If
+// its COMMIT's reply is lost, it looks whether the endpoint is gone.
 func (s *Store) deleteEndpoint(ctx context.Context, tenantID, id string) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		b := &pgx.Batch{}
-		b.Queue(deleteEndpointDeliveries, tenantID, id)
-		var found bool
-		b.Queue(deleteEndpoint, tenantID, id).Exec(func(ct pgconn.CommandTag) error {
-			found = ct.RowsAffected() == 1
-			return nil
-		})
-		if err := tx.SendBatch(ctx, b).Close(); err != nil {
-			return err
-		}
-		if !found {
-			return domain.NotFound("webhook endpoint", id)
-		}
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	b := &pgx.Batch{}
+	b.Queue(deleteEndpointDeliveries, tenantID, id)
+	var found bool
+	b.Queue(deleteEndpoint, tenantID, id).Exec(func(ct pgconn.CommandTag) error {
+		found = ct.RowsAffected() == 1
 		return nil
 	})
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return err
+	}
+	if !found {
+		return domain.NotFound("webhook endpoint", id)
+	}
+	if err := tx.Commit(context.WithoutCancel(ctx)); err != nil {
+		return s.learnOutcome(ctx, err, func(ctx context.Context) (committed, known bool, err error) {
+			return s.endpointGone(ctx, tenantID, id)
+		})
+	}
+	return nil
+}
+
+// lockEndpoint waits for a transaction that holds the endpoint's row (a
+// delete whose COMMIT may still be under way) to end.
+const lockEndpoint = `SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2 FOR UPDATE)`
+
+// endpointGone tells whether a delete whose COMMIT's reply was lost
+// committed. known is false while the old transaction still holds the row.
+func (s *Store) endpointGone(ctx context.Context, tenantID, id string) (gone, known bool, err error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return false, false, err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	var exists bool
+	if err := tx.QueryRow(ctx, lockEndpoint, tenantID, id).Scan(&exists); err != nil {
+		return false, false, err
+	}
+	return !exists, true, nil
 }
 
 const deliveryColumns = `id, event_id, endpoint_id, status, attempts, last_error, last_status_code,

@@ -1,0 +1,248 @@
+// Package faultproxy is a TCP proxy in front of PostgreSQL for tests that
+// lose connections at chosen moments: around one COMMIT, or all of them for
+// a while (a short outage). It reads the protocol's message framing in both
+// directions, nothing more, and never touches the server itself.
+package faultproxy
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// CommitFault is what happens to the next COMMIT sent through the proxy.
+type CommitFault int
+
+const (
+	// LoseReply forwards the COMMIT and drops the client's connection before
+	// the reply reaches it: the transaction commits, the client cannot know.
+	LoseReply CommitFault = iota + 1
+	// LoseCommit drops both connections before the COMMIT reaches the
+	// server: the transaction rolls back.
+	LoseCommit
+	// HoldOpen drops the client's connection before the COMMIT reaches the
+	// server and keeps the server's open, idle in transaction, for a while:
+	// the transaction's outcome is undecided until then (it rolls back).
+	HoldOpen
+)
+
+// Proxy forwards connections to a PostgreSQL server.
+type Proxy struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	pairs map[*pair]struct{}
+	down  bool
+	fault CommitFault
+	hold  time.Duration
+	fired chan struct{}
+}
+
+type pair struct {
+	client, server net.Conn
+	mute           chan struct{} // closed: the server's replies are dropped
+	muteOnce       sync.Once
+}
+
+// Start listens on a free port of 127.0.0.1 and forwards to target
+// (host:port); it stops when the test ends.
+func Start(t testing.TB, target string) *Proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{ln: ln, target: target, pairs: map[*pair]struct{}{}}
+	go p.accept()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		p.Cut()
+	})
+	return p
+}
+
+// Addr is the proxy's host:port.
+func (p *Proxy) Addr() string { return p.ln.Addr().String() }
+
+// FailNextCommit arms fault for the next COMMIT any connection sends. hold
+// is how long HoldOpen keeps the server's side open. The returned channel
+// is closed when the fault has happened.
+func (p *Proxy) FailNextCommit(fault CommitFault, hold time.Duration) <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fault, p.hold, p.fired = fault, hold, make(chan struct{})
+	return p.fired
+}
+
+// Cut drops every connection and refuses new ones until Restore: the
+// database is unreachable.
+func (p *Proxy) Cut() {
+	p.mu.Lock()
+	p.down = true
+	pairs := p.pairs
+	p.pairs = map[*pair]struct{}{}
+	p.mu.Unlock()
+	for pr := range pairs {
+		_ = pr.client.Close()
+		_ = pr.server.Close()
+	}
+}
+
+// Restore accepts connections again after Cut.
+func (p *Proxy) Restore() {
+	p.mu.Lock()
+	p.down = false
+	p.mu.Unlock()
+}
+
+func (p *Proxy) accept() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		down := p.down
+		p.mu.Unlock()
+		if down {
+			_ = c.Close()
+			continue
+		}
+		s, err := net.Dial("tcp", p.target)
+		if err != nil {
+			_ = c.Close()
+			continue
+		}
+		pr := &pair{client: c, server: s, mute: make(chan struct{})}
+		p.mu.Lock()
+		p.pairs[pr] = struct{}{}
+		p.mu.Unlock()
+		go p.fromClient(pr)
+		go p.fromServer(pr)
+	}
+}
+
+// take returns the armed fault, disarming it, if msg is a COMMIT.
+func (p *Proxy) take(typ byte, body []byte) (CommitFault, time.Duration, chan struct{}) {
+	if typ != 'Q' || !bytes.EqualFold(bytes.TrimSpace(bytes.TrimRight(body, "\x00")), []byte("commit")) {
+		return 0, 0, nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f, hold, fired := p.fault, p.hold, p.fired
+	p.fault = 0
+	return f, hold, fired
+}
+
+func (p *Proxy) fromClient(pr *pair) {
+	defer pr.client.Close()
+	// The startup packet (or a cancel request) has no type byte.
+	if err := copyUntyped(pr.server, pr.client); err != nil {
+		_ = pr.server.Close()
+		return
+	}
+	for {
+		typ, body, err := readMessage(pr.client)
+		if err != nil {
+			_ = pr.server.Close()
+			return
+		}
+		fault, hold, fired := p.take(typ, body)
+		switch fault {
+		case LoseReply:
+			pr.muteOnce.Do(func() { close(pr.mute) })
+			_ = writeMessage(pr.server, typ, body)
+			_ = pr.client.Close() // the server's side closes after its reply (fromServer)
+			close(fired)
+			return
+		case LoseCommit:
+			_ = pr.client.Close()
+			_ = pr.server.Close()
+			close(fired)
+			return
+		case HoldOpen:
+			_ = pr.client.Close()
+			close(fired)
+			time.AfterFunc(hold, func() { _ = pr.server.Close() })
+			return
+		}
+		if err := writeMessage(pr.server, typ, body); err != nil {
+			return
+		}
+	}
+}
+
+func (p *Proxy) fromServer(pr *pair) {
+	defer func() {
+		_ = pr.server.Close()
+		p.mu.Lock()
+		delete(p.pairs, pr)
+		p.mu.Unlock()
+	}()
+	for {
+		typ, body, err := readMessage(pr.server)
+		if err != nil {
+			_ = pr.client.Close()
+			return
+		}
+		select {
+		case <-pr.mute:
+			if typ == 'Z' { // ReadyForQuery: the COMMIT has been processed
+				return
+			}
+			continue
+		default:
+		}
+		if err := writeMessage(pr.client, typ, body); err != nil {
+			return
+		}
+	}
+}
+
+func copyUntyped(dst io.Writer, src io.Reader) error {
+	var n [4]byte
+	if _, err := io.ReadFull(src, n[:]); err != nil {
+		return err
+	}
+	size := binary.BigEndian.Uint32(n[:])
+	if size < 4 || size > 1<<20 {
+		return errors.New("faultproxy: bad startup packet")
+	}
+	body := make([]byte, size-4)
+	if _, err := io.ReadFull(src, body); err != nil {
+		return err
+	}
+	_, err := dst.Write(append(n[:], body...))
+	return err
+}
+
+func readMessage(r io.Reader) (byte, []byte, error) {
+	var h [5]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return 0, nil, err
+	}
+	size := binary.BigEndian.Uint32(h[1:])
+	if size < 4 || size > 1<<30 {
+		return 0, nil, errors.New("faultproxy: bad message length")
+	}
+	body := make([]byte, size-4)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, nil, err
+	}
+	return h[0], body, nil
+}
+
+func writeMessage(w io.Writer, typ byte, body []byte) error {
+	msg := make([]byte, 5+len(body))
+	msg[0] = typ
+	binary.BigEndian.PutUint32(msg[1:], uint32(4+len(body)))
+	copy(msg[5:], body)
+	_, err := w.Write(msg)
+	return err
+}
