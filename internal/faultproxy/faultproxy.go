@@ -6,13 +6,17 @@ package faultproxy
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // CommitFault is what happens to the next COMMIT sent through the proxy.
@@ -65,6 +69,24 @@ func Start(t testing.TB, target string) *Proxy {
 		p.Cut()
 	})
 	return p
+}
+
+// Around starts a proxy in front of pool's server and returns it with a
+// pool like pool (same database, settings and size) that connects through
+// it; both stop when the test ends.
+func Around(t testing.TB, pool *pgxpool.Pool) (*Proxy, *pgxpool.Pool) {
+	t.Helper()
+	cfg := pool.Config()
+	p := Start(t, net.JoinHostPort(cfg.ConnConfig.Host, strconv.Itoa(int(cfg.ConnConfig.Port))))
+	host, port, _ := net.SplitHostPort(p.Addr())
+	n, _ := strconv.Atoi(port)
+	cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Fallbacks = host, uint16(n), nil
+	proxied, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxied.Close)
+	return p, proxied
 }
 
 // Addr is the proxy's host:port.

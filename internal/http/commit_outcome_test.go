@@ -1,15 +1,10 @@
 package http_test
 
 import (
-	"context"
-	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/safeflow/safeflow/internal/faultproxy"
 	"github.com/safeflow/safeflow/internal/promtest"
@@ -21,17 +16,7 @@ import (
 func newProxiedHarness(t *testing.T) (*harness, *faultproxy.Proxy) {
 	t.Helper()
 	pool := testdb.New(t)
-	cfg := pool.Config()
-	proxy := faultproxy.Start(t, net.JoinHostPort(cfg.ConnConfig.Host, strconv.Itoa(int(cfg.ConnConfig.Port))))
-	host, port, _ := net.SplitHostPort(proxy.Addr())
-	p, _ := strconv.Atoi(port)
-	cfg.ConnConfig.Host, cfg.ConnConfig.Port = host, uint16(p)
-	cfg.ConnConfig.Fallbacks = nil
-	storePool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(storePool.Close)
+	proxy, storePool := faultproxy.Around(t, pool)
 	return startHarness(t, pool, storePool), proxy
 }
 

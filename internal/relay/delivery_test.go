@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/safeflow/safeflow/internal/domain"
+	"github.com/safeflow/safeflow/internal/faultproxy"
 	"github.com/safeflow/safeflow/internal/relay"
 	"github.com/safeflow/safeflow/internal/relaytest"
 	"github.com/safeflow/safeflow/internal/testdb"
@@ -239,5 +240,36 @@ func TestRetentionPurgesDeliveredKeepsDead(t *testing.T) {
 	}
 	if got := r.Metric(t, "safeflow_webhook_dead"); got != 1 {
 		t.Errorf("dead gauge = %v, want 1", got)
+	}
+}
+
+// TestOutcomesOutliveAShortOutage loses the database for a second while
+// every attempt has just been answered: the relay keeps the finished
+// outcomes until it can record them (their leases have not passed), so no
+// event is sent twice.
+func TestOutcomesOutliveAShortOutage(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	release := make(chan struct{})
+	rc := relaytest.NewReceiver(t, func(relaytest.Hit, http.ResponseWriter, *http.Request) { <-release })
+	f.endpoint(t, rc.URL)
+	a := f.account(t)
+	for range 9 {
+		f.deposit(t, a.ID, 1)
+	}
+	proxy, relayPool := faultproxy.Around(t, f.pool)
+	relaytest.StartRelay(t, relayPool, func(c *relay.Config) { c.Lease = 5 * time.Second; c.DeliveryTimeout = 3 * time.Second })
+	relaytest.Eventually(t, "all ten attempts under way", func() bool { return len(rc.Got()) == 10 })
+
+	proxy.Cut()
+	close(release) // every attempt succeeds while the relay cannot reach the database
+	time.Sleep(time.Second)
+	proxy.Restore()
+
+	relaytest.Eventually(t, "all delivered", func() bool { return len(f.withStatus(t, domain.DeliveryDelivered)) == 10 })
+	for id, n := range rc.PerID() {
+		if n != 1 {
+			t.Errorf("event %s was sent %d times", id, n)
+		}
 	}
 }
