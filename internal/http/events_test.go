@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/safeflow/safeflow/internal/testdb"
 )
 
 type event struct {
@@ -277,4 +279,57 @@ func TestEventFeedServesEachAggregateInSequenceOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%d of %d payments had both settle and refund applied; %d events sort after their writer's xid", both, n, inherited)
+}
+
+// On a cluster nothing else uses, a poller that has caught up sees every
+// committed event on its next read, with no other transaction needed to
+// move the snapshot's xmin: a feed key is always an xid that has finished
+// when its event commits, even when it is inherited from the aggregate's
+// previous event (settle and refund racing).
+func TestCaughtUpPollerOnAnIdleDatabaseSeesEventsAtOnce(t *testing.T) {
+	t.Parallel()
+	pool := testdb.Private(t)
+	h := startHarness(t, pool, pool)
+	a, b := h.mustAccount(t, "USD"), h.mustAccount(t, "USD")
+	h.mustDeposit(t, a.ID, 1000)
+	readAll := func() []event { // no waiting: each page once, until one is empty
+		var all []event
+		after := ""
+		for {
+			q := url.Values{"limit": {"100"}}
+			if after != "" {
+				q.Set("after", after)
+			}
+			page, _ := h.feed(t, q)
+			if len(page) == 0 {
+				return all
+			}
+			all = append(all, page...)
+			after = page[len(page)-1].ID
+		}
+	}
+	for round := range 5 {
+		ids := make([]string, 10)
+		for i := range ids {
+			ids[i] = h.mustPayment(t, a.ID, b.ID, 10).ID
+			h.mustTransition(t, ids[i], "confirm")
+		}
+		done := make(chan response, 2*len(ids))
+		for _, id := range ids {
+			for _, action := range []string{"settle", "refund"} {
+				go func() { done <- h.post(t, "/v1/payments/"+id+"/"+action, newKey(), ``) }()
+			}
+		}
+		for range 2 * len(ids) {
+			<-done
+		}
+		if got, want := len(readAll()), h.count(t, "events"); got != want {
+			t.Fatalf("round %d: right after the last answer the feed serves %d of %d events", round, got, want)
+		}
+	}
+	var inherited int
+	if err := h.pool.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE feed_xid > xid`).Scan(&inherited); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d events inherited their aggregate's key", inherited)
 }
