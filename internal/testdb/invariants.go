@@ -142,10 +142,10 @@ var invariants = []struct {
 		LEFT JOIN events e ON e.id = d.event_id AND e.tenant_id = d.tenant_id
 		LEFT JOIN webhook_endpoints w ON w.id = d.endpoint_id AND w.tenant_id = d.tenant_id
 		WHERE e.id IS NULL OR w.id IS NULL OR NOT (w.event_types = '{}' OR e.type = ANY (w.event_types))`, ""},
-	// An endpoint receives the events that commit after it does (exactly: see
-	// the fan-out trigger's lock). Commit order is not recorded, so this
-	// checks the events created over a second after the endpoint, which
-	// certainly committed after it.
+	// An endpoint receives the events whose requests started after its 201
+	// (product.md §4). Request start times are not recorded, so this checks
+	// the events created over a second after the endpoint, whose requests
+	// certainly started after it committed.
 	{"6. every event has a delivery row (pending, delivered or dead) for each endpoint that subscribed before it", `
 		SELECT e.id, w.id FROM events e
 		JOIN webhook_endpoints w ON w.tenant_id = e.tenant_id AND (w.event_types = '{}' OR e.type = ANY (w.event_types))
