@@ -67,17 +67,7 @@ func Private(t testing.TB) *pgxpool.Pool {
 
 	ctx := context.Background()
 	url := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
-	migrator, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer migrator.Close()
-	m, err := store.NewMigrator(migrator)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	if _, err := m.Up(ctx); err != nil {
+	if err := migrate(ctx, url); err != nil {
 		t.Fatalf("testdb.Private: migrate: %v", err)
 	}
 	pc, err := store.PoolConfig(url, 10)

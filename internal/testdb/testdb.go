@@ -77,7 +77,12 @@ func createTemplate(ctx context.Context) error {
 	if err := admin(ctx, "CREATE DATABASE "+pgx.Identifier{template}.Sanitize()); err != nil {
 		return err
 	}
-	pool, err := pgxpool.New(ctx, URL(template))
+	return migrate(ctx, URL(template))
+}
+
+// migrate applies the embedded migrations to the database at url.
+func migrate(ctx context.Context, url string) error {
+	pool, err := pgxpool.New(ctx, url)
 	if err != nil {
 		return err
 	}
