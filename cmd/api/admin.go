@@ -16,7 +16,7 @@ func migrate(ctx context.Context, cfg config, cmd string, stdout io.Writer) erro
 	if cmd != "up" && cmd != "down" && cmd != "status" {
 		return usageError("migrate: want up, down or status, got " + cmd)
 	}
-	pool, err := openPool(ctx, cfg.DatabaseURL, cmd == "up")
+	pool, err := openPool(ctx, cfg.DatabaseURL, 2, cmd == "up")
 	if err != nil {
 		return err
 	}
@@ -60,7 +60,7 @@ func createAPIKey(ctx context.Context, cfg config, args []string, stdout, stderr
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || strings.TrimSpace(*tenant) == "" {
 		return usageError("usage: api apikey create --tenant NAME")
 	}
-	pool, err := openPool(ctx, cfg.DatabaseURL, false)
+	pool, err := openPool(ctx, cfg.DatabaseURL, 2, false)
 	if err != nil {
 		return err
 	}

@@ -26,6 +26,10 @@ type config struct {
 	RetainDelivered     time.Duration // 0: keep
 	RetainDead          time.Duration
 	RetainEvents        time.Duration
+	DBMaxConns          int           // the API's pool (16)
+	MaxInFlight         int           // requests under /v1 at once (DB_MAX_CONNS)
+	MaxQueued           int           // more waiting for a slot (4 × HTTP_MAX_IN_FLIGHT)
+	QueueWait           time.Duration // the longest such a wait (500ms)
 }
 
 // configError names the variable at fault, in one line.
@@ -60,6 +64,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		{"RELAY_BACKOFF_MAX", &c.RelayBackoffMax, time.Hour},
 		{"DELIVERY_TIMEOUT", &c.DeliveryTimeout, 10 * time.Second},
 		{"RELAY_POLL_INTERVAL", &c.RelayPollInterval, time.Second},
+		{"HTTP_QUEUE_WAIT", &c.QueueWait, 500 * time.Millisecond},
 	}
 	for _, d := range durations {
 		*d.dst = d.def
@@ -106,11 +111,36 @@ func loadConfig(getenv func(string) string) (config, error) {
 			}
 		}
 	}
-	c.RelayMaxAttempts = 8
-	if v := getenv("RELAY_MAX_ATTEMPTS"); v != "" {
-		if c.RelayMaxAttempts, err = strconv.Atoi(v); err != nil || c.RelayMaxAttempts < 1 {
-			return c, &configError{"RELAY_MAX_ATTEMPTS", fmt.Sprintf("%q is not a positive integer", v)}
+	ints := []struct {
+		name string
+		dst  *int
+		def  int
+	}{
+		{"RELAY_MAX_ATTEMPTS", &c.RelayMaxAttempts, 8},
+		{"DB_MAX_CONNS", &c.DBMaxConns, 16},
+		{"HTTP_MAX_IN_FLIGHT", &c.MaxInFlight, 0}, // derived below
+		{"HTTP_MAX_QUEUED", &c.MaxQueued, -1},     // derived below; 0 is no queue
+	}
+	for _, n := range ints {
+		*n.dst = n.def
+		if v := getenv(n.name); v != "" {
+			min := 1
+			if n.name == "HTTP_MAX_QUEUED" {
+				min = 0
+			}
+			if *n.dst, err = strconv.Atoi(v); err != nil || *n.dst < min {
+				return c, &configError{n.name, fmt.Sprintf("%q is not an integer of at least %d", v, min)}
+			}
 		}
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = c.DBMaxConns // an admitted request never waits for a connection
+	}
+	switch c.MaxQueued {
+	case -1:
+		c.MaxQueued = 4 * c.MaxInFlight
+	case 0:
+		c.MaxQueued = -1 // Admission's "none"
 	}
 	return c, nil
 }

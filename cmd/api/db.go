@@ -12,10 +12,11 @@ import (
 	"github.com/safeflow/safeflow/internal/store"
 )
 
-// openPool connects to the database with the safe flow's session settings.
-// With create, a missing database is created first.
-func openPool(ctx context.Context, url string, create bool) (*pgxpool.Pool, error) {
-	pc, err := store.PoolConfig(url, 16)
+// openPool connects to the database with the safe flow's session settings,
+// up to size connections (unless the URL says pool_max_conns). With create,
+// a missing database is created first.
+func openPool(ctx context.Context, url string, size int32, create bool) (*pgxpool.Pool, error) {
+	pc, err := store.PoolConfig(url, size)
 	if err != nil {
 		return nil, usageError("config: DATABASE_URL: " + err.Error())
 	}
@@ -30,7 +31,7 @@ func openPool(ctx context.Context, url string, create bool) (*pgxpool.Pool, erro
 		if err := createDatabase(ctx, pc.ConnConfig); err != nil {
 			return nil, err
 		}
-		return openPool(ctx, url, false)
+		return openPool(ctx, url, size, false)
 	}
 	if err != nil {
 		pool.Close()

@@ -12,18 +12,20 @@ import (
 
 	"github.com/safeflow/safeflow/internal/periodic"
 	"github.com/safeflow/safeflow/internal/relay"
+	"github.com/safeflow/safeflow/internal/store"
 )
 
 // runRelay runs `api relay`: a webhook relay and the retention jobs alone,
 // with /healthz and /metrics on HTTP_ADDR, until ctx ends; then it
 // finishes the deliveries in flight.
 func runRelay(ctx context.Context, cfg config, log zerolog.Logger) error {
-	pool, err := openPool(ctx, cfg.DatabaseURL, false)
+	pool, err := openPool(ctx, cfg.DatabaseURL, relayPoolSize, false)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
 	reg := newRegistry()
+	reg.MustRegister(store.NewPoolCollector("relay", pool), store.NewServerCollector(pool))
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -54,6 +56,10 @@ func runRelay(ctx context.Context, cfg config, log zerolog.Logger) error {
 	log.Info().Msg("stopped")
 	return nil
 }
+
+// relayPoolSize is the relay's own pool: its LISTEN connection, claims,
+// records and the retention jobs, apart from the API's requests.
+const relayPoolSize = 4
 
 // startRelay runs a webhook relay in the background. The returned function
 // stops it: no new claims, the deliveries in flight finish and are recorded

@@ -20,12 +20,20 @@ import (
 // connections, lets in-flight requests and deliveries finish, and stops
 // the jobs.
 func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
-	pool, err := openPool(ctx, cfg.DatabaseURL, false)
+	// Three pools, so that one kind of work cannot starve another: the
+	// requests (admission keeps them within it), the relay and its jobs,
+	// and operations (/readyz, the gauges /metrics reads, the janitor).
+	pool, err := openPool(ctx, cfg.DatabaseURL, int32(cfg.DBMaxConns), false)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	mig, err := store.NewMigrator(pool)
+	opsPool, err := openPool(ctx, cfg.DatabaseURL, 2, false)
+	if err != nil {
+		return err
+	}
+	defer opsPool.Close()
+	mig, err := store.NewMigrator(opsPool)
 	if err != nil {
 		return err
 	}
@@ -35,12 +43,17 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 	}
 
 	reg := newRegistry()
-	st := store.New(pool, store.Options{IdempotencyTTL: cfg.IdempotencyTTL, DeliveryTimeout: cfg.DeliveryTimeout, Metrics: store.NewMetrics(reg)})
+	reg.MustRegister(store.NewPoolCollector("api", pool), store.NewPoolCollector("ops", opsPool), store.NewServerCollector(opsPool))
+	storeMetrics := store.NewMetrics(reg)
+	st := store.New(pool, store.Options{IdempotencyTTL: cfg.IdempotencyTTL, DeliveryTimeout: cfg.DeliveryTimeout, Metrics: storeMetrics})
 	handler := apihttp.NewHandler(apihttp.Config{
 		Store: st, Logger: log, Metrics: apihttp.NewMetrics(reg), OpenAPI: safeflow.OpenAPI,
 		WebhookAllowPrivate: cfg.WebhookAllowPrivate,
+		Admission:           apihttp.Admission{MaxInFlight: cfg.MaxInFlight, MaxQueued: cfg.MaxQueued, QueueWait: cfg.QueueWait},
 		Ready: func(ctx context.Context) error {
-			if err := pool.Ping(ctx); err != nil {
+			ctx, cancel := context.WithTimeout(ctx, 800*time.Millisecond)
+			defer cancel()
+			if err := opsPool.Ping(ctx); err != nil {
 				return fmt.Errorf("database unreachable: %w", err)
 			}
 			return mig.CheckVersion(ctx)
@@ -54,12 +67,18 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	log.Info().Str("addr", ln.Addr().String()).Msg("listening")
 
-	jobs := st.Jobs()
-	relayMetrics := relay.NewMetrics(reg, pool) // the backlog is worth watching here even without a relay
+	jobs := store.New(opsPool, store.Options{IdempotencyTTL: cfg.IdempotencyTTL, Metrics: storeMetrics}).Jobs()
+	relayMetrics := relay.NewMetrics(reg, opsPool) // the backlog is worth watching here even without a relay
 	stopRelay := func(context.Context) error { return nil }
 	if cfg.RelayEnabled {
-		stopRelay = startRelay(ctx, pool, cfg, relayMetrics, log)
-		jobs = append(jobs, cfg.retention().Jobs(pool, relayMetrics)...)
+		relayPool, err := openPool(ctx, cfg.DatabaseURL, relayPoolSize, false)
+		if err != nil {
+			return err
+		}
+		defer relayPool.Close()
+		reg.MustRegister(store.NewPoolCollector("relay", relayPool))
+		stopRelay = startRelay(ctx, relayPool, cfg, relayMetrics, log)
+		jobs = append(jobs, cfg.retention().Jobs(relayPool, relayMetrics)...)
 	}
 	background := periodic.Start(ctx, log, periodic.NewMetrics(reg), jobs...)
 	defer background.Stop()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/safeflow/safeflow/internal/promtest"
 	"github.com/safeflow/safeflow/internal/testdb"
 )
 
@@ -51,9 +52,13 @@ func TestTransientErrorsAreRetriedOrAnswered503(t *testing.T) {
 		t.Run(tc.reason+" is retried", func(t *testing.T) {
 			h.injectFault(t, tc.code, 2)
 			before := h.retries(t, tc.reason)
+			rolledBack := promtest.Value(t, h.storeMetrics, "safeflow_tx_rollbacks_total", "reason", tc.reason)
 			h.post(t, deposits, "retried-"+tc.code, `{"amount":1}`).want(t, http.StatusCreated)
 			if n := h.retries(t, tc.reason) - before; n != 2 {
 				t.Errorf("retries{reason=%s} grew by %d, want 2", tc.reason, n)
+			}
+			if n := promtest.Value(t, h.storeMetrics, "safeflow_tx_rollbacks_total", "reason", tc.reason) - rolledBack; n != 2 {
+				t.Errorf("rollbacks{reason=%s} grew by %v, want 2", tc.reason, n)
 			}
 			if got := balance(); got != int64(i+1) {
 				t.Errorf("balance %d, want %d: applied once", got, i+1)

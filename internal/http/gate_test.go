@@ -13,7 +13,7 @@ type gate struct {
 	h *harness
 }
 
-// holdAtGate installs the gate for the request with key.
+// holdAtGate installs the gate for the requests whose key is LIKE key.
 func (h *harness) holdAtGate(t *testing.T, key string) gate {
 	t.Helper()
 	if _, err := h.pool.Exec(context.Background(), `
@@ -24,22 +24,25 @@ func (h *harness) holdAtGate(t *testing.T, key string) gate {
 		    RETURN NEW;
 		END $$;
 		CREATE TRIGGER hold_at_gate BEFORE UPDATE ON idempotency_keys
-		    FOR EACH ROW WHEN (NEW.key = '`+key+`') EXECUTE FUNCTION hold_at_gate();`); err != nil {
+		    FOR EACH ROW WHEN (NEW.key LIKE '`+key+`') EXECUTE FUNCTION hold_at_gate();`); err != nil {
 		t.Fatal(err)
 	}
 	return gate{h}
 }
 
 // waitHeld returns once a request is held at the gate.
-func (g gate) waitHeld(t *testing.T) {
+func (g gate) waitHeld(t *testing.T) { t.Helper(); g.waitHeldN(t, 1) }
+
+// waitHeldN returns once n requests are held at the gate.
+func (g gate) waitHeldN(t *testing.T, n int) {
 	t.Helper()
 	for {
-		var waiting bool
-		if err := g.h.pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event = 'PgSleep')`).Scan(&waiting); err != nil {
+		var waiting int
+		if err := g.h.pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event = 'PgSleep'`).Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}
-		if waiting {
+		if waiting >= n {
 			return
 		}
 		time.Sleep(5 * time.Millisecond)

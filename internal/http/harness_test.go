@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -53,8 +54,9 @@ type harness struct {
 	store *store.Store
 	url   string
 	key   string
-	// storeMetrics has the store's metrics, for the retries it counts.
-	storeMetrics *prometheus.Registry
+	// storeMetrics has the store's metrics, for the retries it counts;
+	// apiMetrics the API's.
+	storeMetrics, apiMetrics *prometheus.Registry
 	// purged names what the scenario purged by design, for the invariants.
 	purged []testdb.Purged
 }
@@ -69,16 +71,23 @@ func newHarness(t *testing.T) *harness {
 
 // startHarness starts the API with its store on storePool, a pool on the
 // database of pool (which the test's own queries use).
-func startHarness(t *testing.T, pool, storePool *pgxpool.Pool) *harness {
+func startHarness(t *testing.T, pool, storePool *pgxpool.Pool, configure ...func(*apihttp.Config)) *harness {
 	t.Helper()
-	h := &harness{pool: pool, storeMetrics: prometheus.NewRegistry()}
+	h := &harness{pool: pool, storeMetrics: prometheus.NewRegistry(), apiMetrics: prometheus.NewRegistry()}
 	h.store = store.New(storePool, store.Options{Metrics: store.NewMetrics(h.storeMetrics)})
-	srv := httptest.NewServer(apihttp.NewHandler(apihttp.Config{
+	cfg := apihttp.Config{
 		Store: h.store, Logger: zerolog.New(os.Stderr).Level(zerolog.WarnLevel), // shown when a test fails
-		Metrics: apihttp.NewMetrics(prometheus.NewRegistry()),
+		Metrics: apihttp.NewMetrics(h.apiMetrics),
 		Ready:   h.store.Ping, OpenAPI: safeflow.OpenAPI,
 		WebhookAllowPrivate: true, // receivers are httptest servers on 127.0.0.1
-	}))
+		// Scenarios race hundreds of requests on purpose; admission_test.go
+		// drives the limits themselves.
+		Admission: apihttp.Admission{MaxInFlight: 512, MaxQueued: 4096, QueueWait: time.Minute},
+	}
+	for _, c := range configure {
+		c(&cfg)
+	}
+	srv := httptest.NewServer(apihttp.NewHandler(cfg))
 	t.Cleanup(srv.Close)
 	h.url = srv.URL
 	h.key = h.newKey(t, "acme")

@@ -28,7 +28,7 @@ func (s *server) routes(log zerolog.Logger) http.Handler {
 	r.Get("/openapi.yaml", s.handleOpenAPI())
 
 	r.Route("/v1", func(r chi.Router) {
-		r.Use(s.authenticate)
+		r.Use(s.admit, s.authenticate)
 		r.Post("/accounts", s.handleCreateAccount())
 		r.Get("/accounts", s.handleListAccounts())
 		r.Get("/accounts/{account_id}", s.handleGetAccount())

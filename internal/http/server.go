@@ -54,6 +54,8 @@ type Config struct {
 	WebhookAllowPrivate bool
 	// Resolver resolves webhook hosts (net.DefaultResolver when nil).
 	Resolver netguard.Resolver
+	// Admission bounds the requests under /v1 in flight and queued.
+	Admission Admission
 }
 
 type server struct {
@@ -64,12 +66,14 @@ type server struct {
 
 	allowPrivate bool
 	resolver     netguard.Resolver
+	admission    *admission
 }
 
 // NewHandler returns the whole API as one http.Handler.
 func NewHandler(c Config) http.Handler {
 	s := &server{store: c.Store, metrics: c.Metrics, ready: c.Ready, openapi: c.OpenAPI,
-		allowPrivate: c.WebhookAllowPrivate, resolver: c.Resolver}
+		allowPrivate: c.WebhookAllowPrivate, resolver: c.Resolver,
+		admission: newAdmission(c.Admission, c.Metrics.reg)}
 	if s.resolver == nil {
 		s.resolver = net.DefaultResolver
 	}

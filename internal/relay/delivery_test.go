@@ -258,7 +258,7 @@ func TestOutcomesOutliveAShortOutage(t *testing.T) {
 		f.deposit(t, a.ID, 1)
 	}
 	proxy, relayPool := faultproxy.Around(t, f.pool)
-	relaytest.StartRelay(t, relayPool, func(c *relay.Config) { c.Lease = 5 * time.Second; c.DeliveryTimeout = 3 * time.Second })
+	r := relaytest.StartRelay(t, relayPool, func(c *relay.Config) { c.Lease = 5 * time.Second; c.DeliveryTimeout = 3 * time.Second })
 	relaytest.Eventually(t, "all ten attempts under way", func() bool { return len(rc.Got()) == 10 })
 
 	proxy.Cut()
@@ -271,5 +271,8 @@ func TestOutcomesOutliveAShortOutage(t *testing.T) {
 		if n != 1 {
 			t.Errorf("event %s was sent %d times", id, n)
 		}
+	}
+	if n := r.Metric(t, "safeflow_relay_errors_total", "op", "record"); n < 1 {
+		t.Errorf("safeflow_relay_errors_total{op=record} = %v after failed records", n)
 	}
 }

@@ -42,6 +42,7 @@ func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
 			return
 		}
 		r.log.Warn().Err(err).Msg("LISTEN connection lost; polling until it is back")
+		r.cfg.Metrics.errored("listen")
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):

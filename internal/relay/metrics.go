@@ -16,10 +16,12 @@ type Metrics struct {
 	latency    prometheus.Histogram   // event created → delivered
 	claimed    prometheus.Histogram   // rows per claim
 	purgedRows *prometheus.CounterVec
+	errs       *prometheus.CounterVec // database errors by path
 }
 
 // NewMetrics registers the relay's collectors on reg, including gauges of
-// the backlog read from pool at scrape time.
+// the backlog read from pool at scrape time (give it a pool the business
+// requests do not use, so a busy service still answers its scrape).
 func NewMetrics(reg prometheus.Registerer, pool *pgxpool.Pool) *Metrics {
 	m := &Metrics{
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "safeflow_webhook_deliveries_total",
@@ -35,12 +37,24 @@ func NewMetrics(reg prometheus.Registerer, pool *pgxpool.Pool) *Metrics {
 			Help: "Deliveries claimed per claim query.", Buckets: []float64{0, 1, 2, 4, 8, 16, 32, 64, 128}}),
 		purgedRows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "safeflow_outbox_purged_total",
 			Help: "Rows deleted by retention: delivered and dead deliveries, events."}, []string{"kind"}),
+		errs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "safeflow_relay_errors_total",
+			Help: "Database errors of the relay by path: claim, record (each failed try; outcomes are kept and retried), " +
+				"listen (the LISTEN connection lost) and retention."}, []string{"op"}),
+	}
+	for _, op := range []string{"claim", "record", "listen", "retention"} {
+		m.errs.WithLabelValues(op)
 	}
 	for _, o := range []string{"delivered", "retry", "dead", "lease_lost"} {
 		m.deliveries.WithLabelValues(o)
 	}
-	reg.MustRegister(m.deliveries, m.attempts, m.latency, m.claimed, m.purgedRows, &backlog{pool: pool})
+	reg.MustRegister(m.deliveries, m.attempts, m.latency, m.claimed, m.purgedRows, m.errs, &backlog{pool: pool})
 	return m
+}
+
+func (m *Metrics) errored(op string) {
+	if m != nil {
+		m.errs.WithLabelValues(op).Inc()
+	}
 }
 
 func (m *Metrics) attempted(result string) {
@@ -95,13 +109,12 @@ SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status
 FROM webhook_deliveries WHERE status <> 'delivered'`
 
 func (b *backlog) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	var pending, dead int64
 	var oldest float64
 	if err := b.pool.QueryRow(ctx, backlogStats).Scan(&pending, &dead, &oldest); err != nil {
-		ch <- prometheus.NewInvalidMetric(pendingDesc, err)
-		return
+		return // left out of this scrape, which still answers
 	}
 	ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, float64(pending))
 	ch <- prometheus.MustNewConstMetric(deadDesc, prometheus.GaugeValue, float64(dead))

@@ -87,6 +87,7 @@ func (r *Relay) record(ctx context.Context, batch []outcome) {
 		if kept, err = r.recordOnce(ctx, batch); err == nil {
 			break
 		}
+		r.cfg.Metrics.errored("record")
 		now := time.Now()
 		live := batch[:0:0]
 		for _, o := range batch {

@@ -129,6 +129,7 @@ loop:
 			ds, err := r.claim(ctx, free)
 			if err != nil && ctx.Err() == nil {
 				r.log.Warn().Err(err).Msg("claim deliveries")
+				r.cfg.Metrics.errored("claim")
 			}
 			for _, d := range ds {
 				slots <- struct{}{}

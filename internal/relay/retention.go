@@ -67,6 +67,7 @@ func (r Retention) Jobs(pool *pgxpool.Pool, m *Metrics) []periodic.Job {
 			for range 10 {
 				ct, err := pool.Exec(ctx, k.query, k.keep.Seconds(), r.Batch)
 				if err != nil {
+					m.errored("retention")
 					return total, err
 				}
 				total += ct.RowsAffected()

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 
 	"github.com/jackc/pgx/v5"
 
@@ -51,7 +52,11 @@ func (s *Store) retrying(ctx context.Context, tx func() error) error {
 // the answer stored on it), apply the change, store the refusal if it was
 // refused, commit (and, if the COMMIT's reply is lost, learn its outcome:
 // see commitFailed).
-func safeFlowOnce[T any](ctx context.Context, s *Store, req domain.Request[T], decide step[T]) (domain.Response, error) {
+func safeFlowOnce[T any](ctx context.Context, s *Store, req domain.Request[T], decide step[T]) (resp domain.Response, err error) {
+	committed, ended := false, s.opt.Metrics.began()
+	endErr := &err // what the metrics say the try ended with
+	defer func() { ended(committed, *endErr) }()
+
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
 		return domain.Response{}, err
@@ -62,7 +67,7 @@ func safeFlowOnce[T any](ctx context.Context, s *Store, req domain.Request[T], d
 	if err != nil || !claimed {
 		return replay, err
 	}
-	resp, err := apply(ctx, tx, req, decide)
+	resp, err = apply(ctx, tx, req, decide)
 	if refusal, refused := storedRefusal(err); refused {
 		resp, err = storeRefusal(ctx, tx, req, refusal)
 	}
@@ -71,11 +76,17 @@ func safeFlowOnce[T any](ctx context.Context, s *Store, req domain.Request[T], d
 	}
 	// The COMMIT runs to its end even if the client goes away meanwhile:
 	// cancelling it would leave its outcome unknown.
-	if err := tx.Commit(context.WithoutCancel(ctx)); err != nil {
-		return s.commitFailed(ctx, req.Idempotency, err)
+	if commitErr := tx.Commit(context.WithoutCancel(ctx)); commitErr != nil {
+		resp, err = s.commitFailed(ctx, req.Idempotency, commitErr)
+		committed, endErr = err == nil, &errCommitLost
+		return resp, err
 	}
+	committed = true
 	return resp, nil
 }
+
+// errCommitLost labels, in the metrics, a try whose COMMIT failed.
+var errCommitLost = errors.New("store: the COMMIT failed")
 
 // savepoint is taken right before the business writes, in the same round
 // trip, so that a refusal raised by a write (a CHECK, the last line of
