@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -70,5 +71,59 @@ func createAPIKey(ctx context.Context, cfg config, args []string, stdout, stderr
 		return err
 	}
 	fmt.Fprintln(stdout, secret)
+	return nil
+}
+
+// errViolations is verify's exit 1: the lines printed say what is wrong.
+var errViolations = errors.New("invariants broken")
+
+// verify runs `api verify [--repair]`: every invariant of product.md §6 on
+// the live database, one line each ("ok" or "FAIL" with the rows that break
+// it); exit 1 when any is broken. --repair first rebuilds derived state and
+// prints each change. The checks are plain SELECTs: they block no writer.
+func verify(ctx context.Context, cfg config, args []string, stdout io.Writer) error {
+	repair := len(args) == 1 && args[0] == "--repair"
+	if len(args) == 1 && !repair {
+		return usageError("usage: api verify [--repair]")
+	}
+	pool, err := openPool(ctx, cfg.DatabaseURL, 2, false)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	h := cfg.horizons(time.Now())
+	if repair {
+		report := func(r store.Repaired) { fmt.Fprintln(stdout, "repaired", r) }
+		if err := store.RepairBalances(ctx, pool, report); err != nil {
+			return err
+		}
+		if err := store.RepairDeliveries(ctx, pool, h, report); err != nil {
+			return err
+		}
+	}
+	broken := false
+	for _, inv := range store.Invariants {
+		bad, err := store.CheckInvariant(ctx, pool, inv, h)
+		if err != nil {
+			return fmt.Errorf("%s: %w", inv.Name, err)
+		}
+		if len(bad) == 0 {
+			fmt.Fprintln(stdout, "ok  ", inv.Name)
+			continue
+		}
+		broken = true
+		shown := make([]string, 0, 20)
+		for _, b := range bad[:min(len(bad), 20)] {
+			shown = append(shown, b.String())
+		}
+		more := ""
+		if len(bad) > 20 {
+			more = fmt.Sprintf("; and %d more", len(bad)-20)
+		}
+		fmt.Fprintf(stdout, "FAIL %s: %s%s\n", inv.Name, strings.Join(shown, "; "), more)
+	}
+	if broken {
+		return errViolations
+	}
 	return nil
 }

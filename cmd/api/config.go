@@ -7,6 +7,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/safeflow/safeflow/internal/relay"
+	"github.com/safeflow/safeflow/internal/store"
 )
 
 // config is the service configuration, read from the environment once.
@@ -30,6 +31,7 @@ type config struct {
 	MaxInFlight         int           // requests under /v1 at once (DB_MAX_CONNS)
 	MaxQueued           int           // more waiting for a slot (4 × HTTP_MAX_IN_FLIGHT)
 	QueueWait           time.Duration // the longest such a wait (500ms)
+	VerifyInterval      time.Duration // periodic verification of the invariants (1h; 0: off)
 }
 
 // configError names the variable at fault, in one line.
@@ -102,6 +104,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		{"RETENTION_DELIVERED", &c.RetainDelivered, 72 * time.Hour},
 		{"RETENTION_DEAD", &c.RetainDead, 30 * 24 * time.Hour},
 		{"RETENTION_EVENTS", &c.RetainEvents, 90 * 24 * time.Hour},
+		{"VERIFY_INTERVAL", &c.VerifyInterval, time.Hour},
 	}
 	for _, d := range retention {
 		*d.dst = d.def
@@ -154,6 +157,24 @@ func parseLevel(v string) (zerolog.Level, error) {
 		return 0, &configError{"LOG_LEVEL", fmt.Sprintf("%q is not one of trace, debug, info, warn, error", v)}
 	}
 	return l, nil
+}
+
+// horizons are how far back the invariants can be checked at now: rows
+// older than the idempotency TTL or the shortest retention may have been
+// purged by design.
+func (c config) horizons(now time.Time) store.Horizons {
+	var h store.Horizons
+	h.Keys = now.Add(-c.IdempotencyTTL + time.Minute)
+	var shortest time.Duration
+	for _, r := range []time.Duration{c.RetainDelivered, c.RetainDead, c.RetainEvents} {
+		if r > 0 && (shortest == 0 || r < shortest) {
+			shortest = r
+		}
+	}
+	if shortest > 0 {
+		h.Outbox = now.Add(-shortest + time.Minute)
+	}
+	return h
 }
 
 // retention is how long the relay's finished rows are kept.

@@ -108,7 +108,8 @@ func TestOperationsAnswerWithTheBusinessPoolBusy(t *testing.T) {
 		}
 		if path == "/metrics" {
 			for _, want := range []string{`safeflow_db_pool_acquired_connections{pool="api"} 2`, `safeflow_db_pool_max_connections{pool="api"} 2`,
-				"safeflow_db_oldest_transaction_age_seconds ", "safeflow_webhook_backlog ", "safeflow_tx_in_flight 2", `safeflow_http_in_flight 2`} {
+				"safeflow_db_oldest_transaction_age_seconds ", "safeflow_webhook_backlog ", "safeflow_tx_in_flight 2", `safeflow_http_in_flight 2`,
+				`safeflow_invariant_violations{check="1. every ledger journal sums to zero"} 0`} {
 				if !strings.Contains(string(body), want) {
 					t.Errorf("/metrics does not show %q", want)
 				}

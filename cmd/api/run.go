@@ -17,6 +17,8 @@ const usage = `usage:
   api relay                       run the webhook relay alone (/healthz and /metrics on HTTP_ADDR)
   api migrate up|down|status      apply, roll back one, or list the schema migrations
   api apikey create --tenant NAME create the tenant if needed and print a new API key
+  api verify [--repair]           check the invariants of the books on the live database (read-only);
+                                  --repair first rebuilds derived state (cached balances, missing deliveries)
 configuration is read from the environment; DATABASE_URL is required`
 
 // run is the whole program; main only supplies the process's context,
@@ -41,6 +43,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runRelay(ctx, cfg, log)
 	case args[0] == "migrate" && len(args) == 2:
 		err = migrate(ctx, cfg, args[1], stdout)
+	case args[0] == "verify" && len(args) <= 2:
+		err = verify(ctx, cfg, args[1:], stdout)
 	case args[0] == "apikey" && len(args) >= 2 && args[1] == "create":
 		err = createAPIKey(ctx, cfg, args[2:], stdout, stderr)
 	default:

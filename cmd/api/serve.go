@@ -68,6 +68,9 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 	log.Info().Str("addr", ln.Addr().String()).Msg("listening")
 
 	jobs := store.New(opsPool, store.Options{IdempotencyTTL: cfg.IdempotencyTTL, Metrics: storeMetrics}).Jobs()
+	if cfg.VerifyInterval > 0 {
+		jobs = append(jobs, store.VerifyJob(opsPool, cfg.VerifyInterval, cfg.horizons, storeMetrics))
+	}
 	relayMetrics := relay.NewMetrics(reg, opsPool) // the backlog is worth watching here even without a relay
 	stopRelay := func(context.Context) error { return nil }
 	if cfg.RelayEnabled {

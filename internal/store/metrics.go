@@ -20,6 +20,7 @@ type Metrics struct {
 	txDuration     *prometheus.HistogramVec
 	rollbacks      *prometheus.CounterVec
 	inFlight       prometheus.Gauge
+	invariants     *prometheus.GaugeVec
 }
 
 // NewMetrics registers the store's collectors on reg.
@@ -45,13 +46,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			"cancelled), commit_lost (the COMMIT's reply was lost) or error."}, []string{"reason"})
 	m.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{Name: "safeflow_tx_in_flight",
 		Help: "Safe-flow transactions open right now."})
+	m.invariants = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "safeflow_invariant_violations",
+		Help: "Rows breaking each invariant of product.md §6 at the last periodic verification (VERIFY_INTERVAL); " +
+			"anything but 0 is a bug or a manual change: run api verify, then api verify --repair for derived state."}, []string{"check"})
 	for _, o := range []string{"committed", "rolled_back", "unknown"} {
 		m.commitOutcomes.WithLabelValues(o)
 	}
 	for _, r := range append([]string{"replay", "key_in_use", "key_reused", "unavailable", "commit_lost", "error"}, retryReasonLabels()...) {
 		m.rollbacks.WithLabelValues(r)
 	}
-	reg.MustRegister(m.retries, m.keysPurged, m.commitOutcomes, m.txDuration, m.rollbacks, m.inFlight)
+	reg.MustRegister(m.retries, m.keysPurged, m.commitOutcomes, m.txDuration, m.rollbacks, m.inFlight, m.invariants)
 	return m
 }
 
@@ -191,4 +195,10 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 		return // left out of this scrape
 	}
 	ch <- prometheus.MustNewConstMetric(oldestTx, prometheus.GaugeValue, age)
+}
+
+func (m *Metrics) violations(check string, n int) {
+	if m != nil {
+		m.invariants.WithLabelValues(check).Set(float64(n))
+	}
 }
