@@ -32,6 +32,7 @@ type config struct {
 	MaxQueued           int           // more waiting for a slot (4 × HTTP_MAX_IN_FLIGHT)
 	QueueWait           time.Duration // the longest such a wait (500ms)
 	VerifyInterval      time.Duration // periodic verification of the invariants (1h; 0: off)
+	FailureRetention    time.Duration // records of failed attempts (168h; 0: keep)
 }
 
 // configError names the variable at fault, in one line.
@@ -105,6 +106,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		{"RETENTION_DEAD", &c.RetainDead, 30 * 24 * time.Hour},
 		{"RETENTION_EVENTS", &c.RetainEvents, 90 * 24 * time.Hour},
 		{"VERIFY_INTERVAL", &c.VerifyInterval, time.Hour},
+		{"FAILURE_RETENTION", &c.FailureRetention, 7 * 24 * time.Hour},
 	}
 	for _, d := range retention {
 		*d.dst = d.def

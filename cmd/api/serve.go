@@ -67,7 +67,11 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	log.Info().Str("addr", ln.Addr().String()).Msg("listening")
 
-	jobs := store.New(opsPool, store.Options{IdempotencyTTL: cfg.IdempotencyTTL, Metrics: storeMetrics}).Jobs()
+	keep := cfg.FailureRetention
+	if keep == 0 {
+		keep = -1 // store.Options: forever
+	}
+	jobs := store.New(opsPool, store.Options{IdempotencyTTL: cfg.IdempotencyTTL, FailureRetention: keep, Metrics: storeMetrics}).Jobs()
 	if cfg.VerifyInterval > 0 {
 		jobs = append(jobs, store.VerifyJob(opsPool, cfg.VerifyInterval, cfg.horizons, storeMetrics))
 	}

@@ -112,6 +112,9 @@ type Error struct {
 	// CurrentStatus is the status of the resource that refused a transition
 	// (invalid_transition).
 	CurrentStatus string
+	// Attempts are the recorded failures of a key that has no live record
+	// (GET /v1/idempotency-keys/{key} answering 404).
+	Attempts []FailedAttempt
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Detail }

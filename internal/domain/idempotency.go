@@ -43,6 +43,10 @@ type IdempotencyKey struct {
 	ResponseStatus *int       `json:"response_status"`
 	CreatedAt      *time.Time `json:"created_at"`
 	ExpiresAt      *time.Time `json:"expires_at"`
+	// Attempts are the recorded failures of requests sent under the key
+	// (5xx answers, retries run out), newest first: they outlive the
+	// rollbacks of their transactions.
+	Attempts []FailedAttempt `json:"attempts"`
 }
 
 // Request is one mutating request under an idempotency key. Applied, its

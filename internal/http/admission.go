@@ -112,5 +112,5 @@ func (a *admission) refuse(w http.ResponseWriter, r *http.Request, s *server, re
 	a.shed.WithLabelValues(reason).Inc()
 	log := hlog.FromRequest(r).Sample(overloadLog)
 	log.Warn().Str("cause", "overload: "+reason).Int("in_flight", len(a.slots)).Msg("503: request shed before any work")
-	s.writeProblem(w, r, domain.Unavailable("the server is at capacity; nothing was applied, retry after Retry-After seconds (with the same Idempotency-Key, if any)"))
+	s.sendProblem(w, r, domain.Unavailable("the server is at capacity; nothing was applied, retry after Retry-After seconds (with the same Idempotency-Key, if any)"))
 }

@@ -80,8 +80,32 @@ func TestTransientErrorsAreRetriedOrAnswered503(t *testing.T) {
 		if got := balance(); got != 2 {
 			t.Errorf("balance %d after a refused deposit, want 2", got)
 		}
+		// The failure outlives its transaction's rollback: the key has no
+		// record, but its failed attempt is on file.
+		var gone struct {
+			Attempts []struct {
+				Method, Route, Cause, Code string
+				Attempts, Status           int
+				RequestID                  string `json:"request_id"`
+			}
+		}
+		h.get(t, "/v1/idempotency-keys/exhausted").want(t, http.StatusNotFound).decode(t, &gone)
+		if len(gone.Attempts) != 1 || gone.Attempts[0].Attempts != 5 || gone.Attempts[0].Status != 503 ||
+			gone.Attempts[0].Code != "service_unavailable" || !strings.HasPrefix(gone.Attempts[0].Cause, "SQLSTATE 40001") ||
+			gone.Attempts[0].Route != "/v1/accounts/{account_id}/deposits" || gone.Attempts[0].Method != "POST" ||
+			!strings.HasSuffix(p.Instance, gone.Attempts[0].RequestID) {
+			t.Errorf("failed attempts of the key = %+v, want the one 503 after 5 tries of 40001 (instance %s)", gone.Attempts, p.Instance)
+		}
 		h.injectFault(t, "40001", 0)
 		h.post(t, deposits, "exhausted", `{"amount":100}`).want(t, http.StatusCreated)
+		var k struct {
+			Status   string
+			Attempts []struct{ Status int }
+		}
+		h.get(t, "/v1/idempotency-keys/exhausted").want(t, http.StatusOK).decode(t, &k)
+		if k.Status != "completed" || len(k.Attempts) != 1 || k.Attempts[0].Status != 503 {
+			t.Errorf("the completed key = %+v, want its earlier failure listed", k)
+		}
 		if got := balance(); got != 102 {
 			t.Errorf("balance %d after the retry, want 102", got)
 		}

@@ -123,11 +123,12 @@ type response struct {
 
 // problem is the decoded problem+json of a response.
 type problem struct {
-	Type   string `json:"type"`
-	Status int    `json:"status"`
-	Code   string `json:"code"`
-	Detail string `json:"detail"`
-	Errors []struct {
+	Type     string `json:"type"`
+	Status   int    `json:"status"`
+	Code     string `json:"code"`
+	Detail   string `json:"detail"`
+	Instance string `json:"instance"`
+	Errors   []struct {
 		Field   string `json:"field"`
 		Message string `json:"message"`
 	} `json:"errors"`

@@ -70,6 +70,7 @@ func (s *server) recoverer(next http.Handler) http.Handler {
 func (s *server) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		r = r.WithContext(context.WithValue(r.Context(), startKey{}, start))
 		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 		next.ServeHTTP(ww, r)
 		route := chi.RouteContext(r.Context()).RoutePattern()
@@ -82,4 +83,14 @@ func (s *server) instrument(next http.Handler) http.Handler {
 			s.metrics.replays.Inc()
 		}
 	})
+}
+
+type startKey struct{}
+
+// startOf is when instrument began serving r.
+func startOf(r *http.Request) time.Time {
+	if t, ok := r.Context().Value(startKey{}).(time.Time); ok {
+		return t
+	}
+	return time.Now()
 }

@@ -38,6 +38,7 @@ type Store interface {
 	RetryDelivery(ctx context.Context, req domain.Request[domain.Delivery], id string) (domain.Response, error)
 	ReplayDead(ctx context.Context, req domain.Request[domain.Replay], endpointID string) (domain.Response, error)
 	GetIdempotencyKey(ctx context.Context, tenantID, key string) (domain.IdempotencyKey, error)
+	RecordFailure(ctx context.Context, f domain.FailedAttempt) error
 }
 
 // Config wires a Handler.

@@ -97,3 +97,43 @@ func unavailable(err error) bool {
 	return errors.As(err, &ne) || errors.As(err, &ce) || errors.Is(err, io.EOF) ||
 		errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err) || pgconn.Timeout(err)
 }
+
+// annotate attaches to final, the error a request's safe flow ends with
+// after attempts tries, the failure record of a 5xx: what caused it (last,
+// the error of the last try, or the cause already attached) and how many
+// tries it took. Other errors pass unchanged.
+func annotate(final, last error, attempts int) error {
+	if final == nil {
+		return nil
+	}
+	var de *domain.Error
+	if errors.As(final, &de) && de.Kind.Status() < 500 {
+		return final
+	}
+	f, ok := domain.FailureOf(last)
+	if !ok {
+		f = domain.Failure{Cause: cause(last)}
+	}
+	f.Attempts = attempts
+	return domain.WithFailure(final, f)
+}
+
+// cause names what err is, for the record of failed attempts.
+func cause(err error) string {
+	var pg *pgconn.PgError
+	var c string
+	switch {
+	case errors.As(err, &pg):
+		c = "SQLSTATE " + pg.Code + ": " + pg.Message
+	case errors.Is(err, context.Canceled):
+		c = "cancelled: the client went away or the server is stopping"
+	case errors.Is(err, context.DeadlineExceeded):
+		c = "deadline exceeded"
+	default:
+		c = err.Error()
+	}
+	if len(c) > 300 {
+		c = c[:300]
+	}
+	return c
+}

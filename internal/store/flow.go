@@ -36,14 +36,14 @@ func (s *Store) retrying(ctx context.Context, tx func() error) error {
 		err := tx()
 		reason := retryReason(err)
 		if reason == "" {
-			return public(err)
+			return annotate(public(err), err, attempt)
 		}
 		if attempt >= s.opt.MaxAttempts {
-			return domain.Unavailable("the resources of this request are busy; nothing was applied, retry shortly (with the same Idempotency-Key, if any)")
+			return annotate(domain.Unavailable("the resources of this request are busy; nothing was applied, retry shortly (with the same Idempotency-Key, if any)"), err, attempt)
 		}
 		s.opt.Metrics.retried(reason)
-		if err := backoff.Sleep(ctx, backoff.FullJitter(s.opt.BackoffBase, s.opt.BackoffMax, attempt)); err != nil {
-			return public(err)
+		if serr := backoff.Sleep(ctx, backoff.FullJitter(s.opt.BackoffBase, s.opt.BackoffMax, attempt)); serr != nil {
+			return annotate(public(serr), serr, attempt)
 		}
 	}
 }
@@ -79,6 +79,9 @@ func safeFlowOnce[T any](ctx context.Context, s *Store, req domain.Request[T], d
 	if commitErr := tx.Commit(context.WithoutCancel(ctx)); commitErr != nil {
 		resp, err = s.commitFailed(ctx, req.Idempotency, commitErr)
 		committed, endErr = err == nil, &errCommitLost
+		if err != nil && retryReason(err) == "" {
+			err = domain.WithFailure(err, domain.Failure{Cause: "the COMMIT failed: " + cause(commitErr)})
+		}
 		return resp, err
 	}
 	committed = true

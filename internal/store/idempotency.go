@@ -156,7 +156,18 @@ func (s *Store) GetIdempotencyKey(ctx context.Context, tenantID, key string) (do
 		k.CreatedAt, k.ExpiresAt = utc(k.CreatedAt), utc(k.ExpiresAt)
 		return errRollback
 	})
-	if errors.Is(err, errRollback) {
+	var de *domain.Error
+	switch {
+	case errors.Is(err, errRollback), errors.As(err, &de) && de == notFound:
+		attempts, aerr := failedAttempts(ctx, s.pool, tenantID, key)
+		if aerr != nil {
+			return k, public(aerr)
+		}
+		if de != nil {
+			notFound.Attempts = attempts
+			return k, notFound
+		}
+		k.Attempts = append([]domain.FailedAttempt{}, attempts...) // [] rather than null
 		return k, nil
 	}
 	return k, public(err)

@@ -21,6 +21,9 @@ type Options struct {
 	BackoffMax     time.Duration    // largest retry delay cap (250ms)
 	Now            func() time.Time // the clock (time.Now)
 	JanitorBatch   int              // expired idempotency records deleted per statement (500)
+	// FailureRetention is how long the records of failed attempts are kept
+	// (7 days; negative: forever).
+	FailureRetention time.Duration
 	// DeliveryTimeout is the relays' limit on one webhook attempt (10s):
 	// deleting an endpoint waits at most this long for attempts under way.
 	DeliveryTimeout time.Duration
@@ -56,6 +59,9 @@ func New(pool *pgxpool.Pool, opt Options) *Store {
 	if opt.JanitorBatch <= 0 {
 		opt.JanitorBatch = 500
 	}
+	if opt.FailureRetention == 0 {
+		opt.FailureRetention = 7 * 24 * time.Hour
+	}
 	if opt.DeliveryTimeout <= 0 {
 		opt.DeliveryTimeout = 10 * time.Second
 	}
@@ -66,9 +72,14 @@ func New(pool *pgxpool.Pool, opt Options) *Store {
 func (s *Store) now() time.Time { return s.opt.Now().UTC().Truncate(time.Microsecond) }
 
 // Jobs are the store's background jobs, for a periodic.Runner: the
-// idempotency janitor, every minute.
+// idempotency janitor and the retention of failed attempts' records, every
+// minute.
 func (s *Store) Jobs() []periodic.Job {
-	return []periodic.Job{{Name: "idempotency_janitor", Every: time.Minute, Run: s.PurgeExpiredKeys}}
+	jobs := []periodic.Job{{Name: "idempotency_janitor", Every: time.Minute, Run: s.PurgeExpiredKeys}}
+	if s.opt.FailureRetention > 0 {
+		jobs = append(jobs, s.failuresJob(s.opt.FailureRetention))
+	}
+	return jobs
 }
 
 // Ping reports whether the database answers.
