@@ -27,11 +27,15 @@ run: build
 test: lint
 	go test -race -count=1 ./...
 
-## lint: formatting, vet, and the one-way package direction (scripts/check-deps.sh)
+## lint: formatting, vet, the one-way package direction (scripts/check-deps.sh), the alert rules and the dashboard
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
 	@scripts/check-deps.sh
+	@command -v promtool >/dev/null || { echo "lint: promtool is missing (apt-get install prometheus; .ci/run installs it)"; exit 1; }
+	promtool check rules deploy/prometheus/alerts.yml
+	@python3 -c 'import json,sys; d=json.load(open("deploy/grafana/safeflow.json")); assert d["panels"] and all(t["expr"] for p in d["panels"] for t in p["targets"])' \
+		|| { echo "lint: deploy/grafana/safeflow.json is not a dashboard with queries"; exit 1; }
 
 ## bench: throughput and latency of the safe flow over HTTP, with pgbench on the same server as the baseline
 bench: build

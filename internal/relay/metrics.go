@@ -44,6 +44,9 @@ func NewMetrics(reg prometheus.Registerer, pool *pgxpool.Pool) *Metrics {
 	for _, op := range []string{"claim", "record", "listen", "retention"} {
 		m.errs.WithLabelValues(op)
 	}
+	for _, r := range []string{"2xx", "3xx", "4xx", "5xx", "timeout", "refused", "network_error", "skipped"} {
+		m.attempts.WithLabelValues(r)
+	}
 	for _, o := range []string{"delivered", "retry", "dead", "lease_lost"} {
 		m.deliveries.WithLabelValues(o)
 	}
