@@ -34,8 +34,15 @@ pgb() { pgbench -n -c "$C" -j 2 -T "${secs%.*}" "$PG_URL" 2>/dev/null | awk '/^t
 tps1=$(pgb)
 echo
 out=$(mktemp)
-for s in ${BENCH_SCENARIOS:-deposits-spread deposits-hot withdrawals replays payments payments-merchant}; do
+for s in ${BENCH_SCENARIOS:-deposits-spread deposits-hot withdrawals replays payments payments-merchant overload}; do
   [[ $s == relay ]] && continue
+  if [[ $s == overload ]]; then
+    # Open-loop load at 3x the saturation just measured (deposits-spread).
+    sat=$(awk '$1 == "deposits-spread" { for (i=1;i<=NF;i++) if ($i ~ /^req\/s=/) { split($i,a,"="); print int(a[2]) } }' "$out")
+    rate=${BENCH_OVERLOAD_RATE:-$(( 3 * ${sat:-1000} ))}
+    ./bin/loadgen -url "http://127.0.0.1:$PORT" -key "$KEY" -db "$DB_URL" -scenario overload -rate "$rate" -c "$C" -d "$D"
+    continue
+  fi
   ./bin/loadgen -url "http://127.0.0.1:$PORT" -key "$KEY" -db "$DB_URL" -scenario $s -c "$C" -d "$D" | tee -a "$out"
 done
 

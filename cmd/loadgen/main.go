@@ -15,6 +15,8 @@
 //	payments-merchant  as payments, but every worker pays the same payee (one hot row)
 //	relay            deposits-spread at -rate requests/s with a webhook endpoint on a local
 //	                 receiver: deliveries/s and commit → delivery latency (the API's relay)
+//	overload         deposits at -rate requests/s, open loop (see overload.go): successes, fast
+//	                 503s, slow answers, the API's peak goroutines and memory, recovery
 //
 // For the payment scenarios every iteration is two requests (create, then
 // confirm); req/s counts both, and payments/s is half of it.
@@ -156,6 +158,9 @@ func run(base, key, dbURL, scenario string, conc int, dur time.Duration, rate in
 			hot = id
 		}
 		return hot, nil
+	}
+	if scenario == "overload" {
+		return overload(c, dbURL, conc, dur, rate)
 	}
 	var sink *receiver
 	if scenario == "relay" {
