@@ -17,7 +17,12 @@ func migrate(ctx context.Context, cfg config, cmd string, stdout io.Writer) erro
 	if cmd != "up" && cmd != "down" && cmd != "status" {
 		return usageError("migrate: want up, down or status, got " + cmd)
 	}
-	pool, err := openPool(ctx, cfg.DatabaseURL, 2, cmd == "up")
+	url := cfg.sessionURL()
+	if url == "" {
+		return usageError("config: DATABASE_SESSION_URL: migrate needs a session connection, and DATABASE_URL goes through a transaction pooler " +
+			"(DATABASE_POOL_MODE=transaction): set DATABASE_SESSION_URL to the database directly (or through a session pool)")
+	}
+	pool, err := openPool(ctx, url, 2, false, cmd == "up")
 	if err != nil {
 		return err
 	}
@@ -61,12 +66,12 @@ func createAPIKey(ctx context.Context, cfg config, args []string, stdout, stderr
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || strings.TrimSpace(*tenant) == "" {
 		return usageError("usage: api apikey create --tenant NAME")
 	}
-	pool, err := openPool(ctx, cfg.DatabaseURL, 2, false)
+	pool, err := openPool(ctx, cfg.DatabaseURL, 2, cfg.Pooled(), false)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	secret, err := store.New(pool, store.Options{}).CreateAPIKey(ctx, strings.TrimSpace(*tenant))
+	secret, err := store.New(pool, store.Options{PerTransactionTimeouts: cfg.Pooled()}).CreateAPIKey(ctx, strings.TrimSpace(*tenant))
 	if err != nil {
 		return err
 	}
@@ -86,7 +91,7 @@ func verify(ctx context.Context, cfg config, args []string, stdout io.Writer) er
 	if len(args) == 1 && !repair {
 		return usageError("usage: api verify [--repair]")
 	}
-	pool, err := openPool(ctx, cfg.DatabaseURL, 2, false)
+	pool, err := openPool(ctx, cfg.DatabaseURL, 2, cfg.Pooled(), false)
 	if err != nil {
 		return err
 	}
@@ -94,10 +99,11 @@ func verify(ctx context.Context, cfg config, args []string, stdout io.Writer) er
 	h := cfg.horizons(time.Now())
 	if repair {
 		report := func(r store.Repaired) { fmt.Fprintln(stdout, "repaired", r) }
-		if err := store.RepairBalances(ctx, pool, report); err != nil {
+		st := store.New(pool, store.Options{PerTransactionTimeouts: cfg.Pooled()})
+		if err := st.RepairBalances(ctx, report); err != nil {
 			return err
 		}
-		if err := store.RepairDeliveries(ctx, pool, h, report); err != nil {
+		if err := st.RepairDeliveries(ctx, h, report); err != nil {
 			return err
 		}
 	}

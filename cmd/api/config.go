@@ -13,6 +13,9 @@ import (
 // config is the service configuration, read from the environment once.
 type config struct {
 	DatabaseURL         string
+	DatabasePoolMode    string // session (default) or transaction: DATABASE_URL goes through a transaction pooler
+	DatabaseSessionURL  string // a session-capable URL (direct, or a session pool) for LISTEN and migrations
+	DatabaseReadURL     string // a streaming replica for reads that may be a little stale
 	HTTPAddr            string
 	LogLevel            zerolog.Level
 	IdempotencyTTL      time.Duration
@@ -52,6 +55,14 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	if v := getenv("HTTP_ADDR"); v != "" {
 		c.HTTPAddr = v
+	}
+	c.DatabaseSessionURL, c.DatabaseReadURL = getenv("DATABASE_SESSION_URL"), getenv("DATABASE_READ_URL")
+	switch c.DatabasePoolMode = getenv("DATABASE_POOL_MODE"); c.DatabasePoolMode {
+	case "":
+		c.DatabasePoolMode = "session"
+	case "session", "transaction":
+	default:
+		return c, &configError{"DATABASE_POOL_MODE", fmt.Sprintf("%q is not session or transaction (PgBouncer's pool_mode=transaction)", c.DatabasePoolMode)}
 	}
 	var err error
 	if c.LogLevel, err = parseLevel(getenv("LOG_LEVEL")); err != nil {
@@ -177,6 +188,22 @@ func (c config) horizons(now time.Time) store.Horizons {
 		h.Outbox = now.Add(-shortest + time.Minute)
 	}
 	return h
+}
+
+// Pooled reports whether DATABASE_URL goes through a transaction pooler.
+func (c config) Pooled() bool { return c.DatabasePoolMode == "transaction" }
+
+// sessionURL is the URL of a connection that keeps its session (LISTEN,
+// migrations): DATABASE_SESSION_URL, or DATABASE_URL when it is not pooled
+// by transaction; "" when there is none.
+func (c config) sessionURL() string {
+	switch {
+	case c.DatabaseSessionURL != "":
+		return c.DatabaseSessionURL
+	case !c.Pooled():
+		return c.DatabaseURL
+	}
+	return ""
 }
 
 // retention is how long the relay's finished rows are kept.

@@ -13,10 +13,11 @@ import (
 )
 
 // openPool connects to the database with the safe flow's session settings,
-// up to size connections (unless the URL says pool_max_conns). With create,
-// a missing database is created first.
-func openPool(ctx context.Context, url string, size int32, create bool) (*pgxpool.Pool, error) {
-	pc, err := store.PoolConfig(url, size)
+// up to size connections (unless the URL says pool_max_conns), through a
+// transaction pooler when pooled. With create, a missing database is
+// created first.
+func openPool(ctx context.Context, url string, size int32, pooled, create bool) (*pgxpool.Pool, error) {
+	pc, err := store.PoolConfig(url, size, pooled)
 	if err != nil {
 		return nil, usageError("config: DATABASE_URL: " + err.Error())
 	}
@@ -31,7 +32,7 @@ func openPool(ctx context.Context, url string, size int32, create bool) (*pgxpoo
 		if err := createDatabase(ctx, pc.ConnConfig); err != nil {
 			return nil, err
 		}
-		return openPool(ctx, url, size, false)
+		return openPool(ctx, url, size, pooled, false)
 	}
 	if err != nil {
 		pool.Close()

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
@@ -19,7 +20,7 @@ import (
 // with /healthz and /metrics on HTTP_ADDR, until ctx ends; then it
 // finishes the deliveries in flight.
 func runRelay(ctx context.Context, cfg config, log zerolog.Logger) error {
-	pool, err := openPool(ctx, cfg.DatabaseURL, relayPoolSize, false)
+	pool, err := openPool(ctx, cfg.DatabaseURL, relayPoolSize, cfg.Pooled(), false)
 	if err != nil {
 		return err
 	}
@@ -65,18 +66,33 @@ const relayPoolSize = 4
 // stops it: no new claims, the deliveries in flight finish and are recorded
 // (or, if ctx ends first, are abandoned to their leases).
 func startRelay(ctx context.Context, pool *pgxpool.Pool, cfg config, m *relay.Metrics, log zerolog.Logger) func(context.Context) error {
-	r := relay.New(pool, relay.Config{
+	rc := relay.Config{
 		MaxAttempts: cfg.RelayMaxAttempts, BackoffBase: cfg.RelayBackoffBase, BackoffMax: cfg.RelayBackoffMax,
 		DeliveryTimeout: cfg.DeliveryTimeout, PollInterval: cfg.RelayPollInterval, PollOnly: cfg.RelayPollOnly,
 		AllowPrivate: cfg.WebhookAllowPrivate, Logger: log, Metrics: m,
-	})
+	}
+	switch url := cfg.sessionURL(); {
+	case rc.PollOnly:
+	case url == "":
+		rc.PollOnly = true
+		log.Warn().Dur("poll_interval", cfg.RelayPollInterval).Msg("webhook relay polls: LISTEN needs a session, and DATABASE_URL goes through a transaction pooler; set DATABASE_SESSION_URL for instant wake-ups")
+	default:
+		lc, err := pgx.ParseConfig(url)
+		if err != nil {
+			log.Warn().Err(err).Msg("DATABASE_SESSION_URL cannot be parsed; the relay polls")
+			rc.PollOnly = true
+			break
+		}
+		rc.Listen = lc
+	}
+	r := relay.New(pool, rc)
 	rctx, kill := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		r.Run(rctx)
 	}()
-	log.Info().Bool("poll_only", cfg.RelayPollOnly).Msg("webhook relay started")
+	log.Info().Bool("poll_only", rc.PollOnly).Msg("webhook relay started")
 	return func(sctx context.Context) error {
 		err := r.Shutdown(sctx)
 		kill() // after a graceful Shutdown this only releases the context

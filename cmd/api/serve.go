@@ -23,16 +23,24 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 	// Three pools, so that one kind of work cannot starve another: the
 	// requests (admission keeps them within it), the relay and its jobs,
 	// and operations (/readyz, the gauges /metrics reads, the janitor).
-	pool, err := openPool(ctx, cfg.DatabaseURL, int32(cfg.DBMaxConns), false)
+	pool, err := openPool(ctx, cfg.DatabaseURL, int32(cfg.DBMaxConns), cfg.Pooled(), false)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	opsPool, err := openPool(ctx, cfg.DatabaseURL, 2, false)
+	opsPool, err := openPool(ctx, cfg.DatabaseURL, 2, cfg.Pooled(), false)
 	if err != nil {
 		return err
 	}
 	defer opsPool.Close()
+	readPool := pool
+	if cfg.DatabaseReadURL != "" {
+		if readPool, err = openPool(ctx, cfg.DatabaseReadURL, int32(cfg.DBMaxConns), cfg.Pooled(), false); err != nil {
+			return fmt.Errorf("DATABASE_READ_URL: %w", err)
+		}
+		defer readPool.Close()
+		log.Info().Msg("reads of single resources and lists go to DATABASE_READ_URL")
+	}
 	mig, err := store.NewMigrator(opsPool)
 	if err != nil {
 		return err
@@ -44,8 +52,12 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 
 	reg := newRegistry()
 	reg.MustRegister(store.NewPoolCollector("api", pool), store.NewPoolCollector("ops", opsPool), store.NewServerCollector(opsPool))
+	if readPool != pool {
+		reg.MustRegister(store.NewPoolCollector("read", readPool))
+	}
 	storeMetrics := store.NewMetrics(reg)
-	st := store.New(pool, store.Options{IdempotencyTTL: cfg.IdempotencyTTL, DeliveryTimeout: cfg.DeliveryTimeout, Metrics: storeMetrics})
+	st := store.New(pool, store.Options{IdempotencyTTL: cfg.IdempotencyTTL, DeliveryTimeout: cfg.DeliveryTimeout, Metrics: storeMetrics,
+		PerTransactionTimeouts: cfg.Pooled(), Read: readPool})
 	handler := apihttp.NewHandler(apihttp.Config{
 		Store: st, Logger: log, Metrics: apihttp.NewMetrics(reg), OpenAPI: safeflow.OpenAPI,
 		WebhookAllowPrivate: cfg.WebhookAllowPrivate,
@@ -71,14 +83,15 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 	if keep == 0 {
 		keep = -1 // store.Options: forever
 	}
-	jobs := store.New(opsPool, store.Options{IdempotencyTTL: cfg.IdempotencyTTL, FailureRetention: keep, Metrics: storeMetrics}).Jobs()
+	jobs := store.New(opsPool, store.Options{IdempotencyTTL: cfg.IdempotencyTTL, FailureRetention: keep, Metrics: storeMetrics,
+		PerTransactionTimeouts: cfg.Pooled()}).Jobs()
 	if cfg.VerifyInterval > 0 {
 		jobs = append(jobs, store.VerifyJob(opsPool, cfg.VerifyInterval, cfg.horizons, storeMetrics))
 	}
 	relayMetrics := relay.NewMetrics(reg, opsPool) // the backlog is worth watching here even without a relay
 	stopRelay := func(context.Context) error { return nil }
 	if cfg.RelayEnabled {
-		relayPool, err := openPool(ctx, cfg.DatabaseURL, relayPoolSize, false)
+		relayPool, err := openPool(ctx, cfg.DatabaseURL, relayPoolSize, cfg.Pooled(), false)
 		if err != nil {
 			return err
 		}

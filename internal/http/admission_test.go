@@ -10,6 +10,7 @@ import (
 
 	apihttp "github.com/safeflow/safeflow/internal/http"
 	"github.com/safeflow/safeflow/internal/promtest"
+	"github.com/safeflow/safeflow/internal/store"
 	"github.com/safeflow/safeflow/internal/testdb"
 )
 
@@ -19,7 +20,7 @@ import (
 func TestOverloadIsShedFast(t *testing.T) {
 	t.Parallel()
 	pool := testdb.New(t)
-	h := startHarness(t, pool, pool, func(c *apihttp.Config) {
+	h := startHarness(t, pool, pool, func(c *apihttp.Config, _ *store.Options) {
 		c.Admission = apihttp.Admission{MaxInFlight: 2, MaxQueued: 2, QueueWait: 300 * time.Millisecond}
 	})
 	a := h.mustAccount(t, "USD")

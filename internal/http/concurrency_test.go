@@ -199,7 +199,7 @@ func TestLockTimeoutOnABusyAccountIsRetried(t *testing.T) {
 
 func TestDatabaseUnreachable(t *testing.T) {
 	t.Parallel()
-	pc, err := store.PoolConfig("postgres://root@127.0.0.1:1/none?sslmode=disable&connect_timeout=2", 2)
+	pc, err := store.PoolConfig("postgres://root@127.0.0.1:1/none?sslmode=disable&connect_timeout=2", 2, false)
 	if err != nil {
 		t.Fatal(err)
 	}

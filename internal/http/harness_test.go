@@ -70,23 +70,25 @@ func newHarness(t *testing.T) *harness {
 }
 
 // startHarness starts the API with its store on storePool, a pool on the
-// database of pool (which the test's own queries use).
-func startHarness(t *testing.T, pool, storePool *pgxpool.Pool, configure ...func(*apihttp.Config)) *harness {
+// database of pool (which the test's own queries use), configured further
+// by configure.
+func startHarness(t *testing.T, pool, storePool *pgxpool.Pool, configure ...func(*apihttp.Config, *store.Options)) *harness {
 	t.Helper()
 	h := &harness{pool: pool, storeMetrics: prometheus.NewRegistry(), apiMetrics: prometheus.NewRegistry()}
-	h.store = store.New(storePool, store.Options{Metrics: store.NewMetrics(h.storeMetrics)})
+	opt := store.Options{Metrics: store.NewMetrics(h.storeMetrics)}
 	cfg := apihttp.Config{
-		Store: h.store, Logger: zerolog.New(os.Stderr).Level(zerolog.WarnLevel), // shown when a test fails
-		Metrics: apihttp.NewMetrics(h.apiMetrics),
-		Ready:   h.store.Ping, OpenAPI: safeflow.OpenAPI,
+		Logger:  zerolog.New(os.Stderr).Level(zerolog.WarnLevel), // shown when a test fails
+		Metrics: apihttp.NewMetrics(h.apiMetrics), OpenAPI: safeflow.OpenAPI,
 		WebhookAllowPrivate: true, // receivers are httptest servers on 127.0.0.1
 		// Scenarios race hundreds of requests on purpose; admission_test.go
 		// drives the limits themselves.
 		Admission: apihttp.Admission{MaxInFlight: 512, MaxQueued: 4096, QueueWait: time.Minute},
 	}
 	for _, c := range configure {
-		c(&cfg)
+		c(&cfg, &opt)
 	}
+	h.store = store.New(storePool, opt)
+	cfg.Store, cfg.Ready = h.store, h.store.Ping
 	srv := httptest.NewServer(apihttp.NewHandler(cfg))
 	t.Cleanup(srv.Close)
 	h.url = srv.URL

@@ -22,7 +22,11 @@ func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
 	}
 	for ctx.Err() == nil {
 		err := func() error {
-			conn, err := pgx.ConnectConfig(ctx, r.pool.Config().ConnConfig.Copy())
+			cc := r.cfg.Listen
+			if cc == nil {
+				cc = r.pool.Config().ConnConfig
+			}
+			conn, err := pgx.ConnectConfig(ctx, cc.Copy())
 			if err != nil {
 				return err
 			}

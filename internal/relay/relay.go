@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
@@ -34,8 +35,11 @@ type Config struct {
 	Lease        time.Duration
 	Concurrency  int           // deliveries in flight, and so the largest claim (32)
 	PollInterval time.Duration // claims at least this often, NOTIFY or not (1s)
-	PollOnly     bool          // no LISTEN: behind PgBouncer's transaction pooling
-	AllowPrivate bool          // deliver to loopback and private addresses
+	PollOnly     bool          // no LISTEN: behind PgBouncer's transaction pooling without a session URL
+	// Listen is the connection LISTEN uses (the pool's when nil): it must
+	// keep its session, so not one through a transaction pooler.
+	Listen       *pgx.ConnConfig
+	AllowPrivate bool // deliver to loopback and private addresses
 	Logger       zerolog.Logger
 	Metrics      *Metrics // nil: none
 }

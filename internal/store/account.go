@@ -85,7 +85,7 @@ const selectAccount = `SELECT ` + accountColumns + ` FROM accounts WHERE tenant_
 
 // GetAccount returns the tenant's customer account id.
 func (s *Store) GetAccount(ctx context.Context, tenantID, id string) (domain.Account, error) {
-	a, err := getAccount(ctx, s.pool, tenantID, id, selectAccount)
+	a, err := getAccount(ctx, s.opt.Read, tenantID, id, selectAccount)
 	return a, public(err)
 }
 
@@ -113,7 +113,7 @@ ORDER BY id DESC LIMIT $3`
 // ListAccounts returns a page of the tenant's accounts, newest first, and
 // the id to continue after ("" when this is the last page).
 func (s *Store) ListAccounts(ctx context.Context, tenantID string, p domain.Page) ([]domain.Account, string, error) {
-	rows, _ := s.pool.Query(ctx, listAccounts, tenantID, p.After, p.Limit+1)
+	rows, _ := s.opt.Read.Query(ctx, listAccounts, tenantID, p.After, p.Limit+1)
 	rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[accountRow])
 	if err != nil {
 		return nil, "", public(err)

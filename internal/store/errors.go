@@ -87,10 +87,12 @@ func unavailable(err error) bool {
 	var pg *pgconn.PgError
 	if errors.As(err, &pg) {
 		switch pg.Code[:2] {
-		case "08", "53", "57": // connection exception, insufficient resources, operator intervention (57014: statement timeout)
+		case "08", "53", "57": // connection exception (PgBouncer's errors too), insufficient resources, operator intervention (57014: statement timeout)
 			return true
 		}
-		return false
+		// A read-only transaction: a session still on a standby, or on a
+		// primary that was demoted, during a failover.
+		return pg.Code == "25006"
 	}
 	var ne net.Error
 	var ce *pgconn.ConnectError

@@ -57,7 +57,7 @@ func safeFlowOnce[T any](ctx context.Context, s *Store, req domain.Request[T], d
 	endErr := &err // what the metrics say the try ended with
 	defer func() { ended(committed, *endErr) }()
 
-	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	tx, err := s.begin(ctx)
 	if err != nil {
 		return domain.Response{}, err
 	}

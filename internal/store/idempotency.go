@@ -123,7 +123,7 @@ func (s *Store) GetIdempotencyKey(ctx context.Context, tenantID, key string) (do
 	k := domain.IdempotencyKey{Object: "idempotency_key", Key: key}
 	notFound := &domain.Error{Kind: domain.KindNotFound, Code: domain.CodeNotFound,
 		Detail: "this tenant has no live idempotency key " + strconv.Quote(key)}
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, probeLockTimeout); err != nil {
 			return err
 		}

@@ -105,7 +105,7 @@ func (s *Store) GetMovement(ctx context.Context, tenantID, kind, id string) (dom
 	if !domain.ValidID(domain.MovementPrefix(kind), id) {
 		return domain.Movement{}, domain.NotFound(kind, id)
 	}
-	rows, _ := s.pool.Query(ctx, selectMovement, tenantID, kind, id)
+	rows, _ := s.opt.Read.Query(ctx, selectMovement, tenantID, kind, id)
 	r, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[movementRow])
 	if errors.Is(err, pgx.ErrNoRows) {
 		return domain.Movement{}, domain.NotFound(kind, id)
@@ -139,7 +139,7 @@ func (s *Store) ListEntries(ctx context.Context, tenantID, accountID string, p d
 	if !domain.ValidID(domain.PrefixAccount, accountID) {
 		return nil, "", domain.NotFound("account", accountID)
 	}
-	rows, _ := s.pool.Query(ctx, listEntries, tenantID, accountID, p.After, p.Limit+1)
+	rows, _ := s.opt.Read.Query(ctx, listEntries, tenantID, accountID, p.After, p.Limit+1)
 	rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[entryRow])
 	if err != nil {
 		return nil, "", public(err)

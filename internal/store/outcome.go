@@ -84,7 +84,7 @@ func (s *Store) learnOutcome(ctx context.Context, commitErr error, look func(con
 // known is false when it could not tell: the old transaction is still
 // running past lock_timeout, or the look failed (lookErr).
 func (s *Store) lookForCommit(ctx context.Context, req domain.Idempotency) (resp domain.Response, committed, known bool, lookErr error) {
-	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	tx, err := s.begin(ctx)
 	if err != nil {
 		return domain.Response{}, false, false, err
 	}

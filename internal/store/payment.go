@@ -241,7 +241,7 @@ func getPayment(ctx context.Context, q querier, tenantID, id, query string) (dom
 
 // GetPayment returns the tenant's payment id.
 func (s *Store) GetPayment(ctx context.Context, tenantID, id string) (domain.Payment, error) {
-	p, err := getPayment(ctx, s.pool, tenantID, id, selectPayment)
+	p, err := getPayment(ctx, s.opt.Read, tenantID, id, selectPayment)
 	return p, public(err)
 }
 
@@ -269,7 +269,7 @@ ORDER BY id DESC LIMIT $5`
 // ListPayments returns a page of the tenant's payments, newest first,
 // filtered by status and by account (as payer or payee).
 func (s *Store) ListPayments(ctx context.Context, tenantID string, f domain.PaymentFilter, p domain.Page) ([]domain.Payment, string, error) {
-	rows, _ := s.pool.Query(ctx, listPayments, tenantID, f.Status, f.AccountID, p.After, p.Limit+1)
+	rows, _ := s.opt.Read.Query(ctx, listPayments, tenantID, f.Status, f.AccountID, p.After, p.Limit+1)
 	rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[paymentRow])
 	if err != nil {
 		return nil, "", public(err)

@@ -60,14 +60,14 @@ RETURNING event_id, endpoint_id`
 
 // RepairBalances sets every stale cached balance to its ledger's sums, one
 // account per transaction, and reports each change.
-func RepairBalances(ctx context.Context, pool *pgxpool.Pool, report func(Repaired)) error {
-	rows, _ := pool.Query(ctx, staleBalances)
+func (s *Store) RepairBalances(ctx context.Context, report func(Repaired)) error {
+	rows, _ := s.pool.Query(ctx, staleBalances)
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
 		return err
 	}
 	for _, id := range ids {
-		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		err := s.inTx(ctx, func(tx pgx.Tx) error {
 			var cached, ledger [3]int64
 			if err := tx.QueryRow(ctx, lockBalances, id).Scan(&cached[0], &cached[1], &cached[2]); err != nil {
 				return err
@@ -94,14 +94,14 @@ func RepairBalances(ctx context.Context, pool *pgxpool.Pool, report func(Repaire
 
 // RepairDeliveries creates the missing delivery rows of the events after
 // h.Outbox, 500 a transaction, wakes the relays, and reports each row.
-func RepairDeliveries(ctx context.Context, pool *pgxpool.Pool, h Horizons, report func(Repaired)) error {
+func (s *Store) RepairDeliveries(ctx context.Context, h Horizons, report func(Repaired)) error {
 	since := any(pgInfinity)
 	if !h.Outbox.IsZero() {
 		since = h.Outbox
 	}
 	for {
 		var n int
-		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		err := s.inTx(ctx, func(tx pgx.Tx) error {
 			rows, _ := tx.Query(ctx, insertMissingDeliveries, since, 500)
 			made, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Repaired, error) {
 				var event, endpoint string

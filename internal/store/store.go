@@ -24,6 +24,16 @@ type Options struct {
 	// FailureRetention is how long the records of failed attempts are kept
 	// (7 days; negative: forever).
 	FailureRetention time.Duration
+	// PerTransactionTimeouts sets lock_timeout, statement_timeout and
+	// idle_in_transaction_session_timeout in every transaction (SET LOCAL,
+	// in the BEGIN's round trip) instead of on the session: behind a
+	// transaction pooler, whose sessions are shared (see PoolConfig).
+	PerTransactionTimeouts bool
+	// Read, when set, serves reads that may be a little stale (single
+	// resources and lists): a pool on a streaming replica. Everything of a
+	// safe flow, the idempotency lookup, authentication and the event feed
+	// stay on the primary.
+	Read *pgxpool.Pool
 	// DeliveryTimeout is the relays' limit on one webhook attempt (10s):
 	// deleting an endpoint waits at most this long for attempts under way.
 	DeliveryTimeout time.Duration
@@ -52,6 +62,9 @@ func New(pool *pgxpool.Pool, opt Options) *Store {
 	}
 	if opt.BackoffMax <= 0 {
 		opt.BackoffMax = 250 * time.Millisecond
+	}
+	if opt.Read == nil {
+		opt.Read = pool
 	}
 	if opt.Now == nil {
 		opt.Now = time.Now

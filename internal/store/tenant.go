@@ -21,7 +21,7 @@ const insertAPIKey = `INSERT INTO api_keys (id, tenant_id, hash, prefix) VALUES 
 // API key for it. It returns the secret, which is not stored.
 func (s *Store) CreateAPIKey(ctx context.Context, tenantName string) (string, error) {
 	secret := domain.NewAPIKey()
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		now := s.now()
 		var tenantID string
 		if err := tx.QueryRow(ctx, upsertTenant, domain.NewID(domain.PrefixTenant, now), tenantName).Scan(&tenantID); err != nil {

@@ -54,7 +54,7 @@ const selectEndpoint = `SELECT ` + endpointColumns + ` FROM webhook_endpoints WH
 
 // GetWebhookEndpoint returns the tenant's endpoint id, without its secret.
 func (s *Store) GetWebhookEndpoint(ctx context.Context, tenantID, id string) (domain.WebhookEndpoint, error) {
-	e, err := getEndpoint(ctx, s.pool, tenantID, id, selectEndpoint)
+	e, err := getEndpoint(ctx, s.opt.Read, tenantID, id, selectEndpoint)
 	return e, public(err)
 }
 
@@ -71,7 +71,7 @@ WHERE tenant_id = $1 AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3`
 
 // ListWebhookEndpoints returns a page of the tenant's endpoints, newest first.
 func (s *Store) ListWebhookEndpoints(ctx context.Context, tenantID string, p domain.Page) ([]domain.WebhookEndpoint, string, error) {
-	rows, _ := s.pool.Query(ctx, listEndpoints, tenantID, p.After, p.Limit+1)
+	rows, _ := s.opt.Read.Query(ctx, listEndpoints, tenantID, p.After, p.Limit+1)
 	rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[endpointRow])
 	if err != nil {
 		return nil, "", public(err)
@@ -131,7 +131,7 @@ func (s *Store) DeleteWebhookEndpoint(ctx context.Context, tenantID, id string) 
 // locks deliveries before their endpoint (see the lock order below). If
 // its COMMIT's reply is lost, it looks whether the endpoint is gone.
 func (s *Store) deleteEndpoint(ctx context.Context, tenantID, id string) error {
-	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	tx, err := s.begin(ctx)
 	if err != nil {
 		return err
 	}
@@ -164,7 +164,7 @@ const lockEndpoint = `SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE tenan
 // endpointGone tells whether a delete whose COMMIT's reply was lost
 // committed. known is false while the old transaction still holds the row.
 func (s *Store) endpointGone(ctx context.Context, tenantID, id string) (gone, known bool, err error) {
-	tx, err := s.pool.Begin(ctx)
+	tx, err := s.begin(ctx)
 	if err != nil {
 		return false, false, err
 	}
@@ -224,7 +224,7 @@ func (s *Store) ListDeliveries(ctx context.Context, tenantID string, f domain.De
 	case f.Status == domain.DeliveryPending || f.Status == domain.DeliveryDead:
 		q = listOpenDeliveries
 	}
-	rows, _ := s.pool.Query(ctx, q, tenantID, p.After, f.Status, f.EndpointID, p.Limit+1)
+	rows, _ := s.opt.Read.Query(ctx, q, tenantID, p.After, f.Status, f.EndpointID, p.Limit+1)
 	rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[deliveryRow])
 	if err != nil {
 		return nil, "", public(err)

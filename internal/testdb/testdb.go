@@ -102,7 +102,7 @@ func migrate(ctx context.Context, url string) error {
 func New(t testing.TB) *pgxpool.Pool {
 	t.Helper()
 	name := clone(t)
-	pc, err := store.PoolConfig(URL(name), 10)
+	pc, err := store.PoolConfig(URL(name), 10, false)
 	if err != nil {
 		t.Fatal(err)
 	}
