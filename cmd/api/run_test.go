@@ -42,6 +42,9 @@ func TestBadConfigurationNamesTheVariable(t *testing.T) {
 		{map[string]string{"DATABASE_URL": "not a url at all ::"}, "DATABASE_URL"},
 		{map[string]string{"DATABASE_URL": "postgres://x/y", "RELAY_POLL_ONLY": "sometimes"}, "RELAY_POLL_ONLY"},
 		{map[string]string{"DATABASE_URL": "postgres://x/y", "RETENTION_DEAD": "forever"}, "RETENTION_DEAD"},
+		{map[string]string{"DATABASE_URL": "postgres://x/y", "DATABASE_POOL_MODE": "statement"}, "DATABASE_POOL_MODE"},
+		{map[string]string{"DATABASE_URL": "postgres://x/y", "HTTP_MAX_IN_FLIGHT": "0"}, "HTTP_MAX_IN_FLIGHT"},
+		{map[string]string{"DATABASE_URL": "postgres://x/y", "VERIFY_INTERVAL": "hourly"}, "VERIFY_INTERVAL"},
 	}
 	for _, tc := range tests {
 		var stdout, stderr bytes.Buffer
@@ -54,6 +57,12 @@ func TestBadConfigurationNamesTheVariable(t *testing.T) {
 	var stderr bytes.Buffer
 	if code := run(context.Background(), []string{"fly"}, env(map[string]string{"DATABASE_URL": "postgres://x/y"}), io.Discard, &stderr); code != 2 {
 		t.Errorf("unknown command: exit %d, want 2", code)
+	}
+	// Behind a transaction pooler, migrate says which URL it needs.
+	stderr.Reset()
+	pooled := map[string]string{"DATABASE_URL": "postgres://x/y", "DATABASE_POOL_MODE": "transaction"}
+	if code := run(context.Background(), []string{"migrate", "up"}, env(pooled), io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), "DATABASE_SESSION_URL") {
+		t.Errorf("migrate behind a transaction pooler: exit %d, %q; want 2 naming DATABASE_SESSION_URL", code, stderr.String())
 	}
 }
 
