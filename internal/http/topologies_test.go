@@ -83,6 +83,7 @@ func TestThroughPgBouncerInTransactionMode(t *testing.T) {
 	if took > 8*time.Second || h.retries(t, "lock_timeout") < 1 {
 		t.Errorf("with the row held, the deposit answered 503 after %v and %d lock_timeout retries; want lock_timeout (1 s) to hold", took, h.retries(t, "lock_timeout"))
 	}
+	t.Logf("a row held 10 s: 503 after %v (%d tries of lock_timeout 1 s)", took.Round(10*time.Millisecond), h.retries(t, "lock_timeout")+1)
 
 	// PgBouncer goes away: a 503, not a 500.
 	bouncer.Stop()
