@@ -1,0 +1,119 @@
+package store_test
+
+import (
+	"context"
+	"encoding/json"
+	"sync/atomic"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/safeflow/safeflow/internal/domain"
+	"github.com/safeflow/safeflow/internal/store"
+	"github.com/safeflow/safeflow/internal/testdb"
+)
+
+// roundTrips counts the messages a pool's connections send that wait for
+// an answer: each query or exec (BEGIN and COMMIT included) and each batch,
+// however many statements it pipelines.
+type roundTrips struct{ n atomic.Int64 }
+
+func (c *roundTrips) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	c.n.Add(1)
+	return ctx
+}
+func (c *roundTrips) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (c *roundTrips) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	c.n.Add(1)
+	return ctx
+}
+func (c *roundTrips) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (c *roundTrips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
+
+// The round trips each safe flow makes to PostgreSQL when nothing waits,
+// counted, so that the number cannot creep back up: BEGIN, the key's
+// claim, the locking read(s), one pipelined batch (savepoint, writes,
+// stored answer), COMMIT. A replay: BEGIN, claim, read of the stored
+// answer, ROLLBACK.
+func TestRoundTripsPerRequest(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	base := testdb.New(t)
+	cfg := base.Config()
+	counter := &roundTrips{}
+	cfg.ConnConfig.Tracer = counter
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	st := store.New(pool, store.Options{})
+	secret, _ := st.CreateAPIKey(ctx, "acme")
+	tenant, err := st.Authenticate(ctx, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Warm up what is cached per process (the system account's id) and per
+	// connection (statement descriptions).
+	var a, b domain.Account
+	for i, acct := range []*domain.Account{&a, &b} {
+		key := []string{"acct-a", "acct-b"}[i]
+		res, err := st.CreateAccount(ctx, testdb.Request(tenant, key, key, accountID), domain.NewAccount{Currency: "USD"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = json.Unmarshal(res.Body, acct)
+	}
+	if _, err := st.Move(ctx, testdb.Request(tenant, "warm", "warm", movementID), domain.NewMovement{Kind: domain.KindDeposit, AccountID: a.ID, Amount: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	count := func(name string, want int64, run func() (domain.Response, error)) domain.Response {
+		t.Helper()
+		before := counter.n.Load()
+		res, err := run()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got := counter.n.Load() - before; got > want {
+			t.Errorf("%s: %d round trips, want at most %d", name, got, want)
+		} else {
+			t.Logf("%s: %d round trips", name, got)
+		}
+		return res
+	}
+	paymentID := func(p domain.Payment) string { return p.ID }
+	count("create an account", 4, func() (domain.Response, error) {
+		return st.CreateAccount(ctx, testdb.Request(tenant, "acct-c", "acct-c", accountID), domain.NewAccount{Currency: "USD"})
+	})
+	count("deposit", 5, func() (domain.Response, error) {
+		return st.Move(ctx, testdb.Request(tenant, "dep", "dep", movementID), domain.NewMovement{Kind: domain.KindDeposit, AccountID: a.ID, Amount: 5})
+	})
+	count("deposit replayed", 4, func() (domain.Response, error) {
+		return st.Move(ctx, testdb.Request(tenant, "dep", "dep", movementID), domain.NewMovement{Kind: domain.KindDeposit, AccountID: a.ID, Amount: 5})
+	})
+	count("withdrawal", 5, func() (domain.Response, error) {
+		return st.Move(ctx, testdb.Request(tenant, "wd", "wd", movementID), domain.NewMovement{Kind: domain.KindWithdrawal, AccountID: a.ID, Amount: 5})
+	})
+	res := count("payment create", 5, func() (domain.Response, error) {
+		return st.CreatePayment(ctx, testdb.Request(tenant, "pay", "pay", paymentID),
+			domain.NewPayment{PayerAccountID: a.ID, PayeeAccountID: b.ID, Amount: 10, Currency: "USD"})
+	})
+	var p domain.Payment
+	_ = json.Unmarshal(res.Body, &p)
+	confirm := testdb.Request(tenant, "conf", "conf", paymentID)
+	render := confirm.Render
+	confirm.Render = func(p domain.Payment) (domain.Response, error) { // a transition answers 200, not 201
+		r, err := render(p)
+		r.Status, r.Location = 200, ""
+		return r, err
+	}
+	count("payment confirm", 6, func() (domain.Response, error) {
+		return st.TransitionPayment(ctx, confirm, p.ID, domain.ActionConfirm, domain.Precondition{})
+	})
+	count("webhook endpoint", 4, func() (domain.Response, error) {
+		return st.CreateWebhookEndpoint(ctx, testdb.Request(tenant, "we", "we", func(e domain.WebhookEndpoint) string { return e.ID }),
+			domain.NewWebhookEndpoint{URL: "https://hooks.example.com/x"})
+	})
+	testdb.CheckInvariants(t, base)
+}
