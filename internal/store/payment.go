@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"maps"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -151,53 +152,83 @@ func (s *Store) CreatePayments(ctx context.Context, req domain.Request[[]domain.
 		}
 		now := s.now()
 		out := make([]domain.BatchItem, len(items))
-		for i, in := range items {
-			c, err := in.Create(req.TenantID, locked, now)
-			if err == nil {
-				err = writeInSavepoint(ctx, tx, c)
-			}
-			refusal, refused := storedRefusal(err)
-			switch {
-			case refused:
-				out[i].Refusal = refusal
-			case err != nil:
+		for start := 0; start < len(items); start += batchChunk {
+			end := min(start+batchChunk, len(items))
+			if err := createChunk(ctx, tx, req.TenantID, items[start:end], locked, out[start:end], now); err != nil {
 				return nil, nil, err // transient or internal: the whole batch fails, nothing is kept
-			default:
-				for _, a := range c.Accounts {
-					locked[a.ID] = a
-				}
-				out[i].Payment = c.Payment
 			}
 		}
 		return out, &pgx.Batch{}, nil
 	})
 }
 
-// itemSavepoint isolates one item of a batch.
-const itemSavepoint = "safeflow_item"
+// batchChunk is how many items of a batch are written under one savepoint.
+// Every savepoint that writes is a subtransaction, and a transaction with
+// more than 64 of them overflows its backend's subtransaction cache: from
+// then on every snapshot taken anywhere on the server may have to look
+// transactions up in pg_subtrans (an SLRU shared by all sessions). 1000
+// items in chunks of 50 take 20.
+const batchChunk = 50
 
-// writeInSavepoint writes c in one round trip inside a savepoint; if the
-// database refuses it, the savepoint is rolled back and the refusal returned.
-func writeInSavepoint(ctx context.Context, tx pgx.Tx, c domain.PaymentChange) error {
+// createChunk decides the items of a chunk in order (each on the books the
+// previous ones left) and writes them in one round trip under one
+// savepoint. Refusals the domain decides are answers, not failures. If the
+// database refuses a write (the last line of defence), the chunk is rolled
+// back (an aborted subtransaction leaves the cache) and its halves are
+// done again the same way, down to the one item that is refused: a refused
+// item costs about two savepoints per halving, not one per item.
+func createChunk(ctx context.Context, tx pgx.Tx, tenantID string, items []domain.NewPayment, locked map[string]domain.Account, out []domain.BatchItem, now time.Time) error {
+	trial := maps.Clone(locked)
+	decided := make([]domain.BatchItem, len(items))
 	b := &pgx.Batch{}
 	b.Queue("SAVEPOINT " + itemSavepoint)
-	if err := queuePaymentChange(b, c); err != nil {
-		return err
+	for i, in := range items {
+		c, err := in.Create(tenantID, trial, now)
+		if refusal, refused := storedRefusal(err); refused {
+			decided[i].Refusal = refusal
+			continue
+		} else if err != nil {
+			return err
+		}
+		if err := queuePaymentChange(b, c); err != nil {
+			return err
+		}
+		for _, a := range c.Accounts {
+			trial[a.ID] = a
+		}
+		decided[i].Payment = c.Payment
 	}
 	b.Queue("RELEASE SAVEPOINT " + itemSavepoint)
 	err := translate(tx.SendBatch(ctx, b).Close())
-	if _, refused := storedRefusal(err); !refused {
+	if err == nil {
+		maps.Copy(locked, trial)
+		copy(out, decided)
+		return nil
+	}
+	refusal, refused := storedRefusal(err)
+	if !refused {
 		return err
 	}
-	// Roll back and also release it, so that the next item's savepoint is
-	// not nested inside this one. Without arguments, pgx sends this as one
-	// simple-protocol message: nothing is prepared while the
-	// transaction is in its aborted state.
-	if _, rbErr := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT "+itemSavepoint+"; RELEASE SAVEPOINT "+itemSavepoint); rbErr != nil {
-		return rbErr
+	// Roll back and also release it, so that the next savepoint is not
+	// nested inside this one. Without arguments, pgx sends this as one
+	// simple-protocol message: nothing is prepared while the transaction
+	// is in its aborted state.
+	if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT "+itemSavepoint+"; RELEASE SAVEPOINT "+itemSavepoint); err != nil {
+		return err
 	}
-	return err
+	if len(items) == 1 {
+		out[0].Refusal = refusal
+		return nil
+	}
+	mid := len(items) / 2
+	if err := createChunk(ctx, tx, tenantID, items[:mid], locked, out[:mid], now); err != nil {
+		return err
+	}
+	return createChunk(ctx, tx, tenantID, items[mid:], locked, out[mid:], now)
 }
+
+// itemSavepoint isolates a chunk of a batch.
+const itemSavepoint = "safeflow_item"
 
 const paymentColumns = `id, tenant_id, status, amount, currency, payer_account_id, payee_account_id,
 description, metadata, version, created_at, updated_at`
