@@ -86,7 +86,9 @@ func TestBatchOf1000KeepsSubtransactionsFew(t *testing.T) {
 			body, err := json.Marshal(out)
 			return domain.Response{Status: http.StatusOK, ContentType: "application/json", Body: body}, err
 		},
-		Refuse: func(e *domain.Error) (domain.Response, error) { return domain.Response{Status: e.Kind.Status(), Body: []byte(e.Code)}, nil },
+		Refuse: func(e *domain.Error) (domain.Response, error) {
+			return domain.Response{Status: e.Kind.Status(), Body: []byte(e.Code)}, nil
+		},
 	}
 	// A reader meanwhile: its snapshots see the batch's transaction in
 	// progress; once that transaction has over 64 subtransactions, they
