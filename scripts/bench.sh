@@ -34,6 +34,23 @@ pgb() { pgbench -n -c "$C" -j 2 -T "${secs%.*}" "$PG_URL" 2>/dev/null | awk '/^t
 tps1=$(pgb)
 echo
 out=$(mktemp)
+# CPU split: clock ticks used by the api process, by every postgres process
+# and by the load generator during each scenario, as a share of the machine
+# (processes that start and end within a scenario are not counted).
+HZ=$(getconf CLK_TCK); NCPU=$(nproc)
+ticks() { local t=0; for p in "$@"; do [ -r /proc/$p/stat ] && t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
+pg_ticks() { ticks $(pgrep -x postgres); }
+run_split() { # run_split LABEL CMD...: runs CMD (a loadgen) and prints the CPU split
+  local a0 p0 t0 a1 p1 t1 secs lg o
+  a0=$(ticks $API); p0=$(pg_ticks); t0=$(date +%s.%N)
+  o=$("${@:2}"); echo "$o" | grep -v '^loadgen-cpu='; echo "$o" >> "$out"
+  lg=$(echo "$o" | grep -o 'loadgen-cpu=[0-9.]*' | cut -d= -f2)
+  a1=$(ticks $API); p1=$(pg_ticks); t1=$(date +%s.%N)
+  secs=$(echo "$t1 - $t0" | bc -l)
+  printf '%-18s cpu: api %.0f%%, postgres %.0f%%, loadgen %.0f%% of %d cores (wall %.1fs)\n' "$1" \
+    "$(echo "100*($a1-$a0)/$HZ/$secs/$NCPU" | bc -l)" "$(echo "100*($p1-$p0)/$HZ/$secs/$NCPU" | bc -l)" \
+    "$(echo "100*${lg:-0}/$secs/$NCPU" | bc -l)" "$NCPU" "$secs"
+}
 for s in ${BENCH_SCENARIOS:-deposits-spread deposits-hot withdrawals replays payments payments-merchant overload}; do
   [[ $s == relay ]] && continue
   if [[ $s == overload ]]; then
@@ -43,7 +60,7 @@ for s in ${BENCH_SCENARIOS:-deposits-spread deposits-hot withdrawals replays pay
     ./bin/loadgen -url "http://127.0.0.1:$PORT" -key "$KEY" -db "$DB_URL" -scenario overload -rate "$rate" -c "$C" -d "$D"
     continue
   fi
-  ./bin/loadgen -url "http://127.0.0.1:$PORT" -key "$KEY" -db "$DB_URL" -scenario $s -c "$C" -d "$D" | tee -a "$out"
+  run_split "$s" ./bin/loadgen -url "http://127.0.0.1:$PORT" -key "$KEY" -db "$DB_URL" -scenario $s -c "$C" -d "$D"
 done
 
 # The relay: deposits at a steady rate with one webhook endpoint (latency),

@@ -16,6 +16,7 @@ type config struct {
 	DatabasePoolMode    string // session (default) or transaction: DATABASE_URL goes through a transaction pooler
 	DatabaseSessionURL  string // a session-capable URL (direct, or a session pool) for LISTEN and migrations
 	DatabaseReadURL     string // a streaming replica for reads that may be a little stale
+	PprofAddr           string // serve net/http/pprof there (off when empty)
 	HTTPAddr            string
 	LogLevel            zerolog.Level
 	IdempotencyTTL      time.Duration
@@ -56,7 +57,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if v := getenv("HTTP_ADDR"); v != "" {
 		c.HTTPAddr = v
 	}
-	c.DatabaseSessionURL, c.DatabaseReadURL = getenv("DATABASE_SESSION_URL"), getenv("DATABASE_READ_URL")
+	c.DatabaseSessionURL, c.DatabaseReadURL, c.PprofAddr = getenv("DATABASE_SESSION_URL"), getenv("DATABASE_READ_URL"), getenv("PPROF_ADDR")
 	switch c.DatabasePoolMode = getenv("DATABASE_POOL_MODE"); c.DatabasePoolMode {
 	case "":
 		c.DatabasePoolMode = "session"

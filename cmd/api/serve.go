@@ -71,6 +71,9 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 			return mig.CheckVersion(ctx)
 		},
 	})
+	if cfg.PprofAddr != "" {
+		startPprof(cfg.PprofAddr, log)
+	}
 	ln, err := listen(cfg.HTTPAddr)
 	if err != nil {
 		return err
