@@ -77,3 +77,21 @@ func (r *Relay) claim(ctx context.Context, n int) ([]claimed, error) {
 	r.cfg.Metrics.claimedBatch(len(ds))
 	return ds, nil
 }
+
+// HotQuery is a statement of the relay whose plan matters on a large
+// table, with example arguments and the index it must use (checked by
+// internal/store's plan test on a seeded tenant).
+type HotQuery struct {
+	Name, SQL string
+	Args      []any
+	Index     string
+}
+
+// HotQueries are the relay's claim and retention statements.
+func HotQueries() []HotQuery {
+	return []HotQuery{
+		{"claim due deliveries", claimDeliveries, []any{32, 30.0, int64(1)}, "webhook_deliveries_due"},
+		{"purge delivered deliveries", purgeDelivered, []any{72 * 3600.0, 1000}, "webhook_deliveries_finished"},
+		{"purge events", purgeEvents, []any{90 * 24 * 3600.0, 1000}, "events_created_at"},
+	}
+}

@@ -34,7 +34,7 @@ DELETE FROM events WHERE id IN (
     SELECT e.id FROM events e
     WHERE e.created_at < now() - make_interval(secs => $1)
       AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id)
-    ORDER BY e.position LIMIT $2 FOR UPDATE SKIP LOCKED)`
+    ORDER BY e.created_at LIMIT $2 FOR UPDATE SKIP LOCKED)`
 )
 
 // Jobs are the retention's background jobs, for a periodic.Runner: one per
