@@ -48,22 +48,24 @@ func (s *Store) retrying(ctx context.Context, tx func() error) error {
 	}
 }
 
-// safeFlowOnce is one try of a safe flow: begin, claim the key (or replay
-// the answer stored on it), apply the change, store the refusal if it was
-// refused, commit (and, if the COMMIT's reply is lost, learn its outcome:
-// see commitFailed).
+// safeFlowOnce is one try of a safe flow: begin and claim the key in one
+// round trip (or replay the answer stored on it), apply the change, store
+// the refusal if it was refused, commit (and, if the COMMIT's reply is
+// lost, learn its outcome: see commitFailed).
 func safeFlowOnce[T any](ctx context.Context, s *Store, req domain.Request[T], decide step[T]) (resp domain.Response, err error) {
 	committed, ended := false, s.opt.Metrics.began()
 	endErr := &err // what the metrics say the try ended with
 	defer func() { ended(committed, *endErr) }()
 
-	tx, err := s.begin(ctx)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return domain.Response{}, err
 	}
+	defer conn.Release()
+	tx := &openTx{conn: conn.Conn()}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 
-	replay, claimed, err := s.claim(ctx, tx, req.Idempotency)
+	replay, claimed, err := s.beginAndClaim(ctx, tx, req.Idempotency)
 	if err != nil || !claimed {
 		return replay, err
 	}
@@ -77,6 +79,7 @@ func safeFlowOnce[T any](ctx context.Context, s *Store, req domain.Request[T], d
 	// The COMMIT runs to its end even if the client goes away meanwhile:
 	// cancelling it would leave its outcome unknown.
 	if commitErr := tx.Commit(context.WithoutCancel(ctx)); commitErr != nil {
+		conn.Release() // before looking: the look needs a connection of its own, and this one is done
 		resp, err = s.commitFailed(ctx, req.Idempotency, commitErr)
 		committed, endErr = err == nil, &errCommitLost
 		if err != nil && retryReason(err) == "" {

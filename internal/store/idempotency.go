@@ -46,8 +46,7 @@ func (s *Store) claim(ctx context.Context, tx pgx.Tx, req domain.Idempotency) (d
 		if err != nil {
 			var pg *pgconn.PgError
 			if errors.As(err, &pg) && pg.Code == "55P03" {
-				return domain.Response{}, false, &domain.Error{Kind: domain.KindKeyInUse, Code: domain.CodeIdempotencyKeyInUse,
-					Detail: "a request with this Idempotency-Key is still being processed; retry shortly"}
+				return domain.Response{}, false, keyInUse()
 			}
 			return domain.Response{}, false, err
 		}
@@ -66,14 +65,58 @@ func (s *Store) claim(ctx context.Context, tx pgx.Tx, req domain.Idempotency) (d
 			}
 			continue
 		case !bytes.Equal(r.fingerprint, req.Fingerprint):
-			return domain.Response{}, false, &domain.Error{Kind: domain.KindKeyReused, Code: domain.CodeIdempotencyKeyReused,
-				Detail: "this Idempotency-Key was already used with a different request (method, route or body); use a new key"}
+			return domain.Response{}, false, keyReused()
 		case r.status == nil:
 			return domain.Response{}, false, fmt.Errorf("store: idempotency key committed without a response")
 		}
 		return r.response(), false, nil
 	}
 	return domain.Response{}, false, fmt.Errorf("store: idempotency key claim did not settle")
+}
+
+// beginAndClaim begins tx's transaction, claims req's key and reads its
+// record back, all in one round trip: BEGIN, the claim (which, like claim's,
+// waits for a transaction holding the key) and, in a statement of its own
+// and so with a snapshot taken after that wait, the record. A new key is
+// claimed; a finished one is replayed or refused as claim does; the rare
+// cases claim loops for (a record expired or purged meanwhile) are left to
+// claim itself, on the open transaction.
+func (s *Store) beginAndClaim(ctx context.Context, tx *openTx, req domain.Idempotency) (domain.Response, bool, error) {
+	now := s.now()
+	b := &pgx.Batch{}
+	for _, q := range s.beginStatements() {
+		b.Queue(q)
+	}
+	var inserted, found bool
+	var r keyRow
+	b.Queue(claimKey, req.TenantID, req.Key, req.Fingerprint, now.Add(s.opt.IdempotencyTTL), nullable(req.Method), nullable(req.Path)).
+		Exec(func(ct pgconn.CommandTag) error { inserted = ct.RowsAffected() == 1; return nil })
+	b.Queue(selectKey, req.TenantID, req.Key, now).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&r.fingerprint, &r.status, &r.ctype, &r.location, &r.etag, &r.body, &r.expired)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		found = err == nil
+		return err
+	})
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		var pg *pgconn.PgError
+		if errors.As(err, &pg) && pg.Code == "55P03" {
+			return domain.Response{}, false, keyInUse()
+		}
+		return domain.Response{}, false, err
+	}
+	switch {
+	case inserted:
+		return domain.Response{}, true, nil
+	case !found || r.expired:
+		return s.claim(ctx, tx, req)
+	case !bytes.Equal(r.fingerprint, req.Fingerprint):
+		return domain.Response{}, false, keyReused()
+	case r.status == nil:
+		return domain.Response{}, false, fmt.Errorf("store: idempotency key committed without a response")
+	}
+	return r.response(), false, nil
 }
 
 // keyRow is an idempotency record as read back.
@@ -213,4 +256,14 @@ func nullable(s string) *string {
 		return nil
 	}
 	return &s
+}
+
+func keyInUse() *domain.Error {
+	return &domain.Error{Kind: domain.KindKeyInUse, Code: domain.CodeIdempotencyKeyInUse,
+		Detail: "a request with this Idempotency-Key is still being processed; retry shortly"}
+}
+
+func keyReused() *domain.Error {
+	return &domain.Error{Kind: domain.KindKeyReused, Code: domain.CodeIdempotencyKeyReused,
+		Detail: "this Idempotency-Key was already used with a different request (method, route or body); use a new key"}
 }
