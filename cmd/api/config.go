@@ -17,6 +17,7 @@ type config struct {
 	DatabaseSessionURL  string // a session-capable URL (direct, or a session pool) for LISTEN and migrations
 	DatabaseReadURL     string // a streaming replica for reads that may be a little stale
 	PprofAddr           string // serve net/http/pprof there (off when empty)
+	Coalesce            bool   // run concurrent moves of one account in one transaction (true)
 	HTTPAddr            string
 	LogLevel            zerolog.Level
 	IdempotencyTTL      time.Duration
@@ -100,6 +101,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		{"RELAY_ENABLED", &c.RelayEnabled, true},
 		{"WEBHOOK_ALLOW_PRIVATE", &c.WebhookAllowPrivate, false},
 		{"RELAY_POLL_ONLY", &c.RelayPollOnly, false},
+		{"COALESCE_HOT_ROWS", &c.Coalesce, true},
 	}
 	for _, b := range bools {
 		*b.dst = b.def

@@ -57,7 +57,7 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 	}
 	storeMetrics := store.NewMetrics(reg)
 	st := store.New(pool, store.Options{IdempotencyTTL: cfg.IdempotencyTTL, DeliveryTimeout: cfg.DeliveryTimeout, Metrics: storeMetrics,
-		PerTransactionTimeouts: cfg.Pooled(), Read: readPool})
+		PerTransactionTimeouts: cfg.Pooled(), Read: readPool, Coalesce: cfg.Coalesce})
 	handler := apihttp.NewHandler(apihttp.Config{
 		Store: st, Logger: log, Metrics: apihttp.NewMetrics(reg), OpenAPI: safeflow.OpenAPI,
 		WebhookAllowPrivate: cfg.WebhookAllowPrivate,

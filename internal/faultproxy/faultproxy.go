@@ -44,6 +44,7 @@ type Proxy struct {
 	pairs map[*pair]struct{}
 	down  bool
 	fault CommitFault
+	skip  int // COMMITs to let through before the fault
 	hold  time.Duration
 	fired chan struct{}
 }
@@ -96,9 +97,14 @@ func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 // is how long HoldOpen keeps the server's side open. The returned channel
 // is closed when the fault has happened.
 func (p *Proxy) FailNextCommit(fault CommitFault, hold time.Duration) <-chan struct{} {
+	return p.FailCommit(1, fault, hold)
+}
+
+// FailCommit arms fault for the n-th COMMIT from now (1: the next).
+func (p *Proxy) FailCommit(n int, fault CommitFault, hold time.Duration) <-chan struct{} {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.fault, p.hold, p.fired = fault, hold, make(chan struct{})
+	p.fault, p.skip, p.hold, p.fired = fault, n-1, hold, make(chan struct{})
 	return p.fired
 }
 
@@ -157,6 +163,13 @@ func (p *Proxy) take(typ byte, body []byte) (CommitFault, time.Duration, chan st
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.fault == 0 {
+		return 0, 0, nil
+	}
+	if p.skip > 0 {
+		p.skip--
+		return 0, 0, nil
+	}
 	f, hold, fired := p.fault, p.hold, p.fired
 	p.fault = 0
 	return f, hold, fired

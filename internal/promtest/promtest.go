@@ -8,8 +8,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-// Value returns the value of the counter or gauge name whose labels
-// include the given name/value pairs, or 0 when there is none.
+// Value returns the value of the counter or gauge name (or the count of
+// the histogram name) whose labels include the given name/value pairs, or 0
+// when there is none.
 func Value(t testing.TB, g prometheus.Gatherer, name string, labels ...string) float64 {
 	t.Helper()
 	mfs, err := g.Gather()
@@ -33,6 +34,8 @@ func Value(t testing.TB, g prometheus.Gatherer, name string, labels ...string) f
 				return m.Counter.GetValue()
 			case m.Gauge != nil:
 				return m.Gauge.GetValue()
+			case m.Histogram != nil: // its count of observations
+				return float64(m.Histogram.GetSampleCount())
 			}
 		}
 	}

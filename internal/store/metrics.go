@@ -21,6 +21,7 @@ type Metrics struct {
 	rollbacks      *prometheus.CounterVec
 	inFlight       prometheus.Gauge
 	invariants     *prometheus.GaugeVec
+	groups         prometheus.Histogram
 }
 
 // NewMetrics registers the store's collectors on reg.
@@ -55,7 +56,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range append([]string{"replay", "key_in_use", "key_reused", "unavailable", "commit_lost", "error"}, retryReasonLabels()...) {
 		m.rollbacks.WithLabelValues(r)
 	}
-	reg.MustRegister(m.retries, m.keysPurged, m.commitOutcomes, m.txDuration, m.rollbacks, m.inFlight, m.invariants)
+	m.groups = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "safeflow_coalesced_group_size",
+		Help:    "Requests of one account run together in one transaction (hot rows), per group of two or more.",
+		Buckets: []float64{2, 4, 8, 16, 24}})
+	reg.MustRegister(m.retries, m.keysPurged, m.commitOutcomes, m.txDuration, m.rollbacks, m.inFlight, m.invariants, m.groups)
 	return m
 }
 
@@ -200,5 +204,11 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 func (m *Metrics) violations(check string, n int) {
 	if m != nil {
 		m.invariants.WithLabelValues(check).Set(float64(n))
+	}
+}
+
+func (m *Metrics) coalesced(n int) {
+	if m != nil {
+		m.groups.Observe(float64(n))
 	}
 }

@@ -45,8 +45,18 @@ WHERE tenant_id = $1 AND id = $2 AND version = $6 - 1`
 
 // Move applies a deposit or a withdrawal: it locks the account, decides the
 // posting, and queues the movement, its two ledger lines, the new books and
-// the event, which the safe flow writes in one round trip.
+// the event, which the safe flow writes in one round trip. With
+// Options.Coalesce, concurrent moves on one account share a transaction
+// (coalesce.go).
 func (s *Store) Move(ctx context.Context, req domain.Request[domain.Movement], in domain.NewMovement) (domain.Response, error) {
+	if s.coalescer != nil {
+		return s.coalescer.submit(ctx, s, req, in)
+	}
+	return s.moveAlone(ctx, req, in)
+}
+
+// moveAlone is Move in a safe flow of its own.
+func (s *Store) moveAlone(ctx context.Context, req domain.Request[domain.Movement], in domain.NewMovement) (domain.Response, error) {
 	return safeFlow(ctx, s, req, func(ctx context.Context, tx pgx.Tx) (domain.Movement, *pgx.Batch, error) {
 		acct, err := lockAccount(ctx, tx, req.TenantID, in.AccountID)
 		if err != nil {
@@ -61,18 +71,24 @@ func (s *Store) Move(ctx context.Context, req domain.Request[domain.Movement], i
 		if err != nil {
 			return domain.Movement{}, nil, err
 		}
-		m, a := p.Movement, p.Account
 		b := &pgx.Batch{}
-		b.Queue(insertMovement, m.ID, req.TenantID, in.Kind, m.AccountID, m.Amount, m.Currency, m.Reference, m.JournalID, m.CreatedAt)
-		queueEntries(b, req.TenantID, p.Lines)
-		b.Queue(updateBooks, req.TenantID, a.ID, a.Balances.Available, a.Balances.Held, a.Balances.Incoming, a.Version).Exec(expectOne)
-		if err := outbox.Stage(b, outbox.Message{
-			ID: domain.NewID(domain.PrefixEvent, now), TenantID: req.TenantID, Type: in.Kind + ".created",
-			AggregateType: in.Kind, AggregateID: m.ID, Sequence: 1, Data: m, CreatedAt: now,
-		}); err != nil {
+		if err := queueMove(b, req.TenantID, in, p, now); err != nil {
 			return domain.Movement{}, nil, err
 		}
-		return m, b, nil
+		return p.Movement, b, nil
+	})
+}
+
+// queueMove queues the writes of a decided move: the movement, its lines,
+// the account's new books (guarded by its version) and the event.
+func queueMove(b *pgx.Batch, tenantID string, in domain.NewMovement, p domain.Posting, now time.Time) error {
+	m, a := p.Movement, p.Account
+	b.Queue(insertMovement, m.ID, tenantID, in.Kind, m.AccountID, m.Amount, m.Currency, m.Reference, m.JournalID, m.CreatedAt)
+	queueEntries(b, tenantID, p.Lines)
+	b.Queue(updateBooks, tenantID, a.ID, a.Balances.Available, a.Balances.Held, a.Balances.Incoming, a.Version).Exec(expectOne)
+	return outbox.Stage(b, outbox.Message{
+		ID: domain.NewID(domain.PrefixEvent, now), TenantID: tenantID, Type: in.Kind + ".created",
+		AggregateType: in.Kind, AggregateID: m.ID, Sequence: 1, Data: m, CreatedAt: now,
 	})
 }
 

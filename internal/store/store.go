@@ -34,6 +34,9 @@ type Options struct {
 	// safe flow, the idempotency lookup, authentication and the event feed
 	// stay on the primary.
 	Read *pgxpool.Pool
+	// Coalesce runs the concurrent deposits and withdrawals of one account
+	// in one transaction (coalesce.go).
+	Coalesce bool
 	// DeliveryTimeout is the relays' limit on one webhook attempt (10s):
 	// deleting an endpoint waits at most this long for attempts under way.
 	DeliveryTimeout time.Duration
@@ -45,8 +48,9 @@ type Store struct {
 	pool *pgxpool.Pool
 	opt  Options
 
-	systemIDs sync.Map // tenant/currency → id of the system account (immutable once committed)
-	authCache sync.Map // SHA-256 of an API key → authEntry
+	systemIDs sync.Map   // tenant/currency → id of the system account (immutable once committed)
+	coalescer *coalescer // nil unless Options.Coalesce
+	authCache sync.Map   // SHA-256 of an API key → authEntry
 }
 
 // New returns a Store on pool.
@@ -78,7 +82,11 @@ func New(pool *pgxpool.Pool, opt Options) *Store {
 	if opt.DeliveryTimeout <= 0 {
 		opt.DeliveryTimeout = 10 * time.Second
 	}
-	return &Store{pool: pool, opt: opt}
+	st := &Store{pool: pool, opt: opt}
+	if opt.Coalesce {
+		st.coalescer = newCoalescer()
+	}
+	return st
 }
 
 // now returns the current time as PostgreSQL stores it: UTC, microseconds.

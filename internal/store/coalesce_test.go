@@ -1,0 +1,209 @@
+package store_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/safeflow/safeflow/internal/domain"
+	"github.com/safeflow/safeflow/internal/faultproxy"
+	"github.com/safeflow/safeflow/internal/promtest"
+	"github.com/safeflow/safeflow/internal/store"
+	"github.com/safeflow/safeflow/internal/testdb"
+)
+
+// A storm into one account with Options.Coalesce: affordable and
+// unaffordable withdrawals and deposits, one key sent ten times, one key
+// sent with two bodies. Requests run together in groups; each answer is
+// the one it would have had alone in some order: every 201 applied once,
+// every refusal stored and nothing of it written, the balance what the
+// answers add up to.
+func TestCoalescedStormOnOneAccount(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.New(t)
+	reg := prometheus.NewRegistry()
+	st := store.New(pool, store.Options{Coalesce: true, Metrics: store.NewMetrics(reg)})
+	secret, _ := st.CreateAPIKey(ctx, "acme")
+	tenant, _ := st.Authenticate(ctx, secret)
+	res, err := st.CreateAccount(ctx, testdb.Request(tenant, "acct", "acct", accountID), domain.NewAccount{Currency: "USD"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a domain.Account
+	_ = json.Unmarshal(res.Body, &a)
+	move := func(key, fp, kind string, amount int64) (domain.Response, error) {
+		return st.Move(ctx, testdb.Request(tenant, key, fp, movementID), domain.NewMovement{Kind: kind, AccountID: a.ID, Amount: amount})
+	}
+	if r, err := move("fund", "fund", domain.KindDeposit, 1000); err != nil || r.Status != http.StatusCreated {
+		t.Fatalf("fund: %+v %v", r, err)
+	}
+
+	type sent struct {
+		key, kind string
+		amount    int64
+		resp      domain.Response
+		err       error
+	}
+	var reqs []*sent
+	for i := range 50 {
+		reqs = append(reqs, &sent{key: fmt.Sprintf("dep-%d", i), kind: domain.KindDeposit, amount: 10})
+	}
+	for i := range 100 {
+		reqs = append(reqs, &sent{key: fmt.Sprintf("wd-%d", i), kind: domain.KindWithdrawal, amount: 20})
+	}
+	for range 10 {
+		reqs = append(reqs, &sent{key: "same", kind: domain.KindDeposit, amount: 7})
+	}
+	reqs = append(reqs, &sent{key: "reused", kind: domain.KindDeposit, amount: 3}, &sent{key: "reused", kind: domain.KindDeposit, amount: 4})
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for _, r := range reqs {
+		wg.Go(func() {
+			<-start
+			r.resp, r.err = move(r.key, fmt.Sprintf("%s/%d", r.key, r.amount), r.kind, r.amount)
+		})
+	}
+	close(start)
+	wg.Wait()
+
+	want := int64(1000)
+	applied := map[string]bool{}
+	var refusedWithdrawals, reusedRefusals int
+	for _, r := range reqs {
+		switch {
+		case r.err != nil:
+			var de *domain.Error
+			if ok := asDomain(r.err, &de); ok && de.Code == domain.CodeIdempotencyKeyReused && r.key == "reused" {
+				reusedRefusals++
+				continue
+			}
+			t.Errorf("%s: %v", r.key, r.err)
+		case r.resp.Status == http.StatusCreated:
+			if !r.resp.Replayed {
+				if applied[r.key] {
+					t.Errorf("%s applied twice", r.key)
+				}
+				applied[r.key] = true
+				if r.kind == domain.KindDeposit {
+					want += r.amount
+				} else {
+					want -= r.amount
+				}
+			}
+		case r.resp.Status == http.StatusUnprocessableEntity && r.kind == domain.KindWithdrawal:
+			refusedWithdrawals++
+		default:
+			t.Errorf("%s: %d %s", r.key, r.resp.Status, r.resp.Body)
+		}
+	}
+	var got int64
+	if err := pool.QueryRow(ctx, `SELECT available FROM accounts WHERE id = $1`, a.ID).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Errorf("balance %d, the answers add up to %d", got, want)
+	}
+	if !applied["same"] || !applied["reused"] || reusedRefusals != 1 {
+		t.Errorf("the key sent ten times applied %v; the reused key applied %v with %d refusals (want 1)", applied["same"], applied["reused"], reusedRefusals)
+	}
+	if refusedWithdrawals == 0 {
+		t.Error("no withdrawal was refused: the storm did not test refusals")
+	}
+	groups := promtest.Value(t, reg, "safeflow_coalesced_group_size")
+	if groups == 0 {
+		t.Error("no group was coalesced: the test did not test coalescing")
+	}
+	t.Logf("%d applied, %d withdrawals refused, %v groups", len(applied), refusedWithdrawals, groups)
+	testdb.CheckInvariants(t, pool)
+}
+
+func asDomain(err error, de **domain.Error) bool { return errors.As(err, de) }
+
+// A group whose server is lost mid-group, the connection dropped before
+// its COMMIT reaches the server: nothing of the group is applied, each of
+// its requests is told so (503, nothing applied), and each is applied once
+// when retried under its key.
+func TestCoalescedGroupLosesItsCommit(t *testing.T) {
+	t.Parallel()
+	for _, fault := range []faultproxy.CommitFault{faultproxy.LoseCommit} {
+		ctx := context.Background()
+		pool := testdb.New(t)
+		proxy, proxied := faultproxy.Around(t, pool)
+		st := store.New(proxied, store.Options{Coalesce: true})
+		secret, _ := st.CreateAPIKey(ctx, "acme")
+		tenant, _ := st.Authenticate(ctx, secret)
+		res, err := st.CreateAccount(ctx, testdb.Request(tenant, "acct", "acct", accountID), domain.NewAccount{Currency: "USD"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var a domain.Account
+		_ = json.Unmarshal(res.Body, &a)
+		deposit := func(key string) (domain.Response, error) {
+			return st.Move(ctx, testdb.Request(tenant, key, key, movementID), domain.NewMovement{Kind: domain.KindDeposit, AccountID: a.ID, Amount: 1})
+		}
+		// Hold the account so that the first deposit waits alone and the
+		// next nine queue behind it into one group.
+		hold, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := hold.Exec(ctx, `SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE`, a.ID); err != nil {
+			t.Fatal(err)
+		}
+		type answer struct {
+			resp domain.Response
+			err  error
+		}
+		answers := make([]answer, 10)
+		var wg sync.WaitGroup
+		wg.Go(func() { answers[0].resp, answers[0].err = deposit("k0") })
+		time.Sleep(100 * time.Millisecond)
+		for i := 1; i < 10; i++ {
+			wg.Go(func() { answers[i].resp, answers[i].err = deposit(fmt.Sprintf("k%d", i)) })
+		}
+		time.Sleep(200 * time.Millisecond)
+		fired := proxy.FailCommit(2, fault, 0) // the first is the lone deposit's, the second the group's
+		_ = hold.Rollback(ctx)
+		wg.Wait()
+		<-fired
+		var balance int64
+		if err := pool.QueryRow(ctx, `SELECT available FROM accounts WHERE id = $1`, a.ID).Scan(&balance); err != nil {
+			t.Fatal(err)
+		}
+		for i := 1; i < 10; i++ {
+			r := answers[i]
+			var de *domain.Error
+			switch fault {
+			case faultproxy.LoseCommit:
+				if !asDomain(r.err, &de) || de.Kind != domain.KindUnavailable {
+					t.Errorf("lost COMMIT, k%d: %+v %v; want 503 nothing applied", i, r.resp, r.err)
+				}
+			case faultproxy.LoseReply:
+				if r.err != nil || r.resp.Status != http.StatusCreated || r.resp.Replayed {
+					t.Errorf("lost reply, k%d: %+v %v; want its own 201", i, r.resp, r.err)
+				}
+			}
+		}
+		want := map[faultproxy.CommitFault]int64{faultproxy.LoseCommit: 1, faultproxy.LoseReply: 10}[fault]
+		if balance != want {
+			t.Errorf("fault %d: balance %d, want %d", fault, balance, want)
+		}
+		for i := range 10 { // retried under the same keys: each applied once in all
+			if r, err := deposit(fmt.Sprintf("k%d", i)); err != nil || r.Status != http.StatusCreated {
+				t.Errorf("retry k%d: %+v %v", i, r, err)
+			}
+		}
+		if err := pool.QueryRow(ctx, `SELECT available FROM accounts WHERE id = $1`, a.ID).Scan(&balance); err != nil || balance != 10 {
+			t.Errorf("after the retries: balance %d (%v), want 10", balance, err)
+		}
+		testdb.CheckInvariants(t, pool)
+	}
+}
