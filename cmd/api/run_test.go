@@ -45,6 +45,7 @@ func TestBadConfigurationNamesTheVariable(t *testing.T) {
 		{map[string]string{"DATABASE_URL": "postgres://x/y", "DATABASE_POOL_MODE": "statement"}, "DATABASE_POOL_MODE"},
 		{map[string]string{"DATABASE_URL": "postgres://x/y", "HTTP_MAX_IN_FLIGHT": "0"}, "HTTP_MAX_IN_FLIGHT"},
 		{map[string]string{"DATABASE_URL": "postgres://x/y", "VERIFY_INTERVAL": "hourly"}, "VERIFY_INTERVAL"},
+		{map[string]string{"DATABASE_URL": "postgres://x/y", "COALESCE_HOT_ROWS": "sometimes"}, "COALESCE_HOT_ROWS"},
 	}
 	for _, tc := range tests {
 		var stdout, stderr bytes.Buffer

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,9 +20,9 @@ import (
 	"github.com/safeflow/safeflow/internal/testdb"
 )
 
-// A storm into one account with Options.Coalesce: affordable and
-// unaffordable withdrawals and deposits, one key sent ten times, one key
-// sent with two bodies. Requests run together in groups; each answer is
+// A storm into one account with Options.Coalesce, through two stores (two
+// API processes) on one database: affordable and unaffordable withdrawals
+// and deposits, one key sent ten times, one key sent with two bodies. Requests run together in groups; each answer is
 // the one it would have had alone in some order: every 201 applied once,
 // every refusal stored and nothing of it written, the balance what the
 // answers add up to.
@@ -39,8 +40,15 @@ func TestCoalescedStormOnOneAccount(t *testing.T) {
 	}
 	var a domain.Account
 	_ = json.Unmarshal(res.Body, &a)
+	// A second process on the same database: each coalesces its own.
+	other := store.New(pool, store.Options{Coalesce: true, Metrics: store.NewMetrics(prometheus.NewRegistry())})
+	var turn atomic.Int64
 	move := func(key, fp, kind string, amount int64) (domain.Response, error) {
-		return st.Move(ctx, testdb.Request(tenant, key, fp, movementID), domain.NewMovement{Kind: kind, AccountID: a.ID, Amount: amount})
+		s := st
+		if turn.Add(1)%2 == 0 {
+			s = other
+		}
+		return s.Move(ctx, testdb.Request(tenant, key, fp, movementID), domain.NewMovement{Kind: kind, AccountID: a.ID, Amount: amount})
 	}
 	if r, err := move("fund", "fund", domain.KindDeposit, 1000); err != nil || r.Status != http.StatusCreated {
 		t.Fatalf("fund: %+v %v", r, err)
