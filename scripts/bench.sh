@@ -30,8 +30,23 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
   "$(psql "$ADMIN" -Atc 'show server_version') on the same host; $C clients, $D per scenario"
 secs=${D%s}
 pgbench -i -q -s 10 "$PG_URL" >/dev/null 2>&1
-pgb() { pgbench -n -c "$C" -j 2 -T "${secs%.*}" "$PG_URL" 2>/dev/null | awk '/^tps/ {print int($3)}'; }
+# busy: CPU ticks the whole machine spent (user, nice, system, irq, softirq).
+busy() { awk '/^cpu / {print $2+$3+$4+$7+$8}' /proc/stat; }
+# pgb runs pgbench and prints its tps; it also records in $pgcost the CPU
+# PostgreSQL spent per pgbench transaction (the machine's CPU minus pgbench's own).
+pgb() {
+  local b0 b1 res own
+  b0=$(busy)
+  res=$( { TIMEFORMAT='%U %S'; time pgbench -n -c "$C" -j 2 -T "${secs%.*}" "$PG_URL" 2>/dev/null | awk '/^(tps|number of transactions actually processed)/' ; } 2>&1 )
+  b1=$(busy)
+  own=$(echo "$res" | tail -1 | awk '{print $1+$2}')
+  local txs tps; txs=$(echo "$res" | awk -F': ' '/number of transactions/ {split($2,a,"/"); print a[1]}'); tps=$(echo "$res" | awk '/^tps/ {print int($3)}')
+  echo "$(echo "($b1-$b0)/$(getconf CLK_TCK) - $own" | bc -l) $txs" > "$pgcost_file"
+  echo "$tps"
+}
+pgcost_file=$(mktemp)
 tps1=$(pgb)
+read -r pg_cpu1 pg_tx1 < "$pgcost_file"
 echo
 out=$(mktemp)
 # CPU split: clock ticks used by the api process, by every postgres process
@@ -42,14 +57,20 @@ ticks() { local t=0; for p in "$@"; do [ -r /proc/$p/stat ] && t=$((t + $(awk '{
 pg_ticks() { ticks $(pgrep -x postgres); }
 run_split() { # run_split LABEL CMD...: runs CMD (a loadgen) and prints the CPU split
   local a0 p0 t0 a1 p1 t1 secs lg o
-  a0=$(ticks $API); p0=$(pg_ticks); t0=$(date +%s.%N)
+  local m0 m1 reqs
+  a0=$(ticks $API); p0=$(pg_ticks); m0=$(busy); t0=$(date +%s.%N)
   o=$("${@:2}"); echo "$o" | grep -v '^loadgen-cpu='; echo "$o" >> "$out"
   lg=$(echo "$o" | grep -o 'loadgen-cpu=[0-9.]*' | cut -d= -f2)
-  a1=$(ticks $API); p1=$(pg_ticks); t1=$(date +%s.%N)
+  a1=$(ticks $API); p1=$(pg_ticks); m1=$(busy); t1=$(date +%s.%N)
+  reqs=$(echo "$o" | grep -o 'requests=[0-9]*' | head -1 | cut -d= -f2)
   secs=$(echo "$t1 - $t0" | bc -l)
   printf '%-18s cpu: api %.0f%%, postgres %.0f%%, loadgen %.0f%% of %d cores (wall %.1fs)\n' "$1" \
     "$(echo "100*($a1-$a0)/$HZ/$secs/$NCPU" | bc -l)" "$(echo "100*($p1-$p0)/$HZ/$secs/$NCPU" | bc -l)" \
     "$(echo "100*${lg:-0}/$secs/$NCPU" | bc -l)" "$NCPU" "$secs"
+  if [ -n "$reqs" ] && [ "$reqs" -gt 0 ]; then # the machine's CPU minus the api's and the generator's: PostgreSQL's
+    printf '%-18s postgres CPU per request %.0f µs\n' "$1" \
+      "$(echo "1000000*(($m1-$m0-($a1-$a0))/$HZ - ${lg:-0})/$reqs" | bc -l)"
+  fi
 }
 for s in ${BENCH_SCENARIOS:-deposits-spread deposits-hot withdrawals replays payments payments-merchant overload}; do
   [[ $s == relay ]] && continue
@@ -72,6 +93,9 @@ if [[ -z "${BENCH_SCENARIOS:-}" || "${BENCH_SCENARIOS:-}" == *relay* ]]; then
 fi
 
 tps2=$(pgb)
+read -r pg_cpu2 pg_tx2 < "$pgcost_file"
+printf 'pgbench: PostgreSQL CPU per transaction %.0f µs (the machine'"'"'s CPU during pgbench minus pgbench'"'"'s own)\n' \
+  "$(echo "1000000*($pg_cpu1+$pg_cpu2)/($pg_tx1+$pg_tx2)" | bc -l)"
 tps=$(( (tps1 + tps2) / 2 ))
 echo "pgbench tpcb-like c=$C tps=$tps (mean of $tps1 before and $tps2 after the scenarios; 5 statements a transaction, no HTTP)"
 echo

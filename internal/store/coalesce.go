@@ -26,6 +26,8 @@ import (
 //   - a refusal of one (decided, or raised by a write) is stored for it and
 //     changes no other's answer; a request whose claim is held by another
 //     transaction, or that fails otherwise, is taken out and run alone after;
+//   - the same request sent again within a group (same key, same body) gets
+//     the first one's answer, replayed, without another round trip;
 //   - a request never waits for a gathering window: a group is whatever
 //     queued while the previous group of that account ran (alone when none);
 //   - if the group as a whole fails (its lock, its COMMIT), nothing of it is
@@ -200,7 +202,23 @@ func (s *Store) moveGroupOnce(ctx context.Context, group []*moveReq, answers map
 	if _, err := tx.Exec(ctx, claimLockTimout); err != nil {
 		return false, err
 	}
+	firsts := map[string]*moveReq{} // by key: the group's first request with it
 	for _, r := range group {
+		if f, ok := firsts[r.req.Key]; ok && bytes.Equal(f.req.Fingerprint, r.req.Fingerprint) {
+			// The same request again: the answer of the first, replayed.
+			switch outcomes[f] {
+			case takenOut:
+				outcomes[r] = takenOut
+			default:
+				ans := answers[f]
+				ans.resp.Replayed = ans.err == nil
+				answers[r], outcomes[r] = ans, answered
+			}
+			continue
+		}
+		if _, ok := firsts[r.req.Key]; !ok {
+			firsts[r.req.Key] = r
+		}
 		next, outcome, err := s.moveInGroup(ctx, tx, r, acct, sys, answers)
 		if err != nil {
 			return false, err
