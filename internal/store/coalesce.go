@@ -241,35 +241,20 @@ func (s *Store) moveGroupOnce(ctx context.Context, group []*moveReq, answers map
 // the whole group.
 func (s *Store) moveInGroup(ctx context.Context, tx *openTx, r *moveReq, acct domain.Account, sys string, answers map[*moveReq]moveResult) (domain.Account, inGroup, error) {
 	req, now := r.req, s.now()
-	var inserted, found bool
-	var k keyRow
 	b := &pgx.Batch{}
 	b.Queue("SAVEPOINT " + groupSavepoint)
-	b.Queue(claimKey, req.TenantID, req.Key, req.Fingerprint, now.Add(s.opt.IdempotencyTTL), nullable(req.Method), nullable(req.Path)).
-		Exec(func(ct pgconn.CommandTag) error { inserted = ct.RowsAffected() == 1; return nil })
-	b.Queue(selectKey, req.TenantID, req.Key, now).QueryRow(func(row pgx.Row) error {
-		err := row.Scan(&k.fingerprint, &k.status, &k.ctype, &k.location, &k.etag, &k.body, &k.expired)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
-		}
-		found = err == nil
-		return err
-	})
+	c := s.queueClaim(b, req.Idempotency, now)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return acct, takenOut, s.undo(ctx, tx)
 	}
-	if !inserted {
+	if resp, claimed, again, err := c.outcome(req.Idempotency); !claimed {
 		// A key finished earlier (in this group too): its answer is final.
-		var ans moveResult
-		switch {
-		case !found || k.expired || k.status == nil:
+		// One that needs claiming again, or is broken, runs alone.
+		var de *domain.Error
+		if again || err != nil && !errors.As(err, &de) {
 			return acct, takenOut, s.undo(ctx, tx)
-		case !bytes.Equal(k.fingerprint, req.Fingerprint):
-			ans.err = keyReused()
-		default:
-			ans.resp = k.response()
 		}
-		answers[r] = ans
+		answers[r] = moveResult{resp, err}
 		return acct, answered, s.undo(ctx, tx)
 	}
 	p, derr := acct.Move(r.in, sys, now)

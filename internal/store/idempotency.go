@@ -29,94 +29,93 @@ const completeKey = `
 UPDATE idempotency_keys SET status_code = $3, content_type = $4, location = $5, etag = $6, body = $7
 WHERE tenant_id = $1 AND key = $2`
 
-// claim inserts the idempotency record for req in tx. A new key returns
-// claimed = true and the row stays locked until commit. A key that another
-// transaction holds makes the INSERT wait on its row lock (up to
-// lock_timeout); once that transaction commits, the stored response is
-// returned for replay, or idempotency_key_reused if the fingerprint differs.
-// If it rolled back, the INSERT succeeds and this request runs.
-//
-// The INSERT and the SELECT must be two statements: under READ COMMITTED
-// each statement takes its own snapshot, and only a statement that starts
-// after the wait sees the row the other transaction committed.
-func (s *Store) claim(ctx context.Context, tx pgx.Tx, req domain.Idempotency) (domain.Response, bool, error) {
+// claim claims req's key in tx: a new key returns claimed = true and the
+// row stays locked until commit. A key that another transaction holds makes
+// the claim wait on its row lock (up to lock_timeout); once that
+// transaction commits, the stored response is returned for replay, or
+// idempotency_key_reused if the fingerprint differs. If it rolled back, the
+// claim succeeds and this request runs. first are statements to send
+// before the claim in its round trip (BEGIN, for beginAndClaim).
+func (s *Store) claim(ctx context.Context, tx pgx.Tx, req domain.Idempotency, first ...string) (domain.Response, bool, error) {
 	now := s.now()
 	for range 3 {
-		tag, err := tx.Exec(ctx, claimKey, req.TenantID, req.Key, req.Fingerprint, now.Add(s.opt.IdempotencyTTL), nullable(req.Method), nullable(req.Path))
-		if err != nil {
+		b := &pgx.Batch{}
+		for _, q := range first {
+			b.Queue(q)
+		}
+		c := s.queueClaim(b, req, now)
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			var pg *pgconn.PgError
 			if errors.As(err, &pg) && pg.Code == "55P03" {
 				return domain.Response{}, false, keyInUse()
 			}
 			return domain.Response{}, false, err
 		}
-		if tag.RowsAffected() == 1 {
-			return domain.Response{}, true, nil
+		resp, claimed, again, err := c.outcome(req)
+		if !again {
+			return resp, claimed, err
 		}
-		r, err := readKey(ctx, tx, req.TenantID, req.Key, now)
-		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-			continue // purged between the two statements: claim again
-		case err != nil:
-			return domain.Response{}, false, err
-		case r.expired:
+		// Expired (release it, then claim again) or purged between the two
+		// statements (claim again).
+		first = nil
+		if c.found {
 			if _, err := tx.Exec(ctx, releaseExpiredKey, req.TenantID, req.Key, now); err != nil {
 				return domain.Response{}, false, err
 			}
-			continue
-		case !bytes.Equal(r.fingerprint, req.Fingerprint):
-			return domain.Response{}, false, keyReused()
-		case r.status == nil:
-			return domain.Response{}, false, fmt.Errorf("store: idempotency key committed without a response")
 		}
-		return r.response(), false, nil
 	}
 	return domain.Response{}, false, fmt.Errorf("store: idempotency key claim did not settle")
 }
 
-// beginAndClaim begins tx's transaction, claims req's key and reads its
-// record back, all in one round trip: BEGIN, the claim (which, like claim's,
-// waits for a transaction holding the key) and, in a statement of its own
-// and so with a snapshot taken after that wait, the record. A new key is
-// claimed; a finished one is replayed or refused as claim does; the rare
-// cases claim loops for (a record expired or purged meanwhile) are left to
-// claim itself, on the open transaction.
+// beginAndClaim begins tx's transaction and claims req's key in one round
+// trip: BEGIN, the claim and the read of the record.
 func (s *Store) beginAndClaim(ctx context.Context, tx *openTx, req domain.Idempotency) (domain.Response, bool, error) {
-	now := s.now()
-	b := &pgx.Batch{}
-	for _, q := range s.beginStatements() {
-		b.Queue(q)
-	}
-	var inserted, found bool
-	var r keyRow
+	return s.claim(ctx, tx, req, s.beginStatements()...)
+}
+
+// keyClaim is the claim of a key and the read of its record, queued on a
+// batch; its fields are set once the batch is sent.
+type keyClaim struct {
+	inserted, found bool
+	r               keyRow
+}
+
+// queueClaim queues on b the claim of req's key (INSERT … ON CONFLICT DO
+// NOTHING, which waits for a transaction holding the key) and the read of
+// its record. They must be two statements: under READ COMMITTED each takes
+// its own snapshot, and only a statement that starts after the wait sees
+// the row the other transaction committed.
+func (s *Store) queueClaim(b *pgx.Batch, req domain.Idempotency, now time.Time) *keyClaim {
+	c := &keyClaim{}
 	b.Queue(claimKey, req.TenantID, req.Key, req.Fingerprint, now.Add(s.opt.IdempotencyTTL), nullable(req.Method), nullable(req.Path)).
-		Exec(func(ct pgconn.CommandTag) error { inserted = ct.RowsAffected() == 1; return nil })
+		Exec(func(ct pgconn.CommandTag) error { c.inserted = ct.RowsAffected() == 1; return nil })
 	b.Queue(selectKey, req.TenantID, req.Key, now).QueryRow(func(row pgx.Row) error {
+		r := &c.r
 		err := row.Scan(&r.fingerprint, &r.status, &r.ctype, &r.location, &r.etag, &r.body, &r.expired)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
 		}
-		found = err == nil
+		c.found = err == nil
 		return err
 	})
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		var pg *pgconn.PgError
-		if errors.As(err, &pg) && pg.Code == "55P03" {
-			return domain.Response{}, false, keyInUse()
-		}
-		return domain.Response{}, false, err
-	}
+	return c
+}
+
+// outcome is what the claim found: the key claimed, a finished request's
+// answer to replay, a refusal about the key, or again when the record
+// expired or vanished between the two statements and must be claimed anew.
+func (c *keyClaim) outcome(req domain.Idempotency) (resp domain.Response, claimed, again bool, err error) {
 	switch {
-	case inserted:
-		return domain.Response{}, true, nil
-	case !found || r.expired:
-		return s.claim(ctx, tx, req)
-	case !bytes.Equal(r.fingerprint, req.Fingerprint):
-		return domain.Response{}, false, keyReused()
-	case r.status == nil:
-		return domain.Response{}, false, fmt.Errorf("store: idempotency key committed without a response")
+	case c.inserted:
+		return domain.Response{}, true, false, nil
+	case !c.found || c.r.expired:
+		return domain.Response{}, false, true, nil
+	case !bytes.Equal(c.r.fingerprint, req.Fingerprint):
+		return domain.Response{}, false, false, keyReused()
+	case c.r.status == nil:
+		return domain.Response{}, false, false, fmt.Errorf("store: idempotency key committed without a response")
 	}
-	return r.response(), false, nil
+	return c.r.response(), false, false, nil
 }
 
 // keyRow is an idempotency record as read back.
@@ -126,14 +125,6 @@ type keyRow struct {
 	ctype, location, etag *string
 	body                  []byte
 	expired               bool
-}
-
-// readKey reads the record of (tenant, key) in its own statement, so with a
-// snapshot taken after any wait of the claim before it.
-func readKey(ctx context.Context, tx pgx.Tx, tenantID, key string, now time.Time) (keyRow, error) {
-	var r keyRow
-	err := tx.QueryRow(ctx, selectKey, tenantID, key, now).Scan(&r.fingerprint, &r.status, &r.ctype, &r.location, &r.etag, &r.body, &r.expired)
-	return r, err
 }
 
 // response is the stored answer of a completed record, for replay.

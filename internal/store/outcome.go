@@ -84,28 +84,32 @@ func (s *Store) learnOutcome(ctx context.Context, commitErr error, look func(con
 // known is false when it could not tell: the old transaction is still
 // running past lock_timeout, or the look failed (lookErr).
 func (s *Store) lookForCommit(ctx context.Context, req domain.Idempotency) (resp domain.Response, committed, known bool, lookErr error) {
-	tx, err := s.begin(ctx)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return domain.Response{}, false, false, err
 	}
+	defer conn.Release()
+	tx := &openTx{conn: conn.Conn()}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	tag, err := tx.Exec(ctx, claimKey, req.TenantID, req.Key, req.Fingerprint, s.now().Add(s.opt.IdempotencyTTL), nullable(req.Method), nullable(req.Path))
-	if err != nil {
+	b := &pgx.Batch{}
+	for _, q := range s.beginStatements() {
+		b.Queue(q)
+	}
+	c := s.queueClaim(b, req, s.now())
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return domain.Response{}, false, false, err // 55P03: still running
 	}
-	if tag.RowsAffected() == 1 {
-		return domain.Response{}, false, true, nil // the claim was free: it rolled back
-	}
-	r, err := readKey(ctx, tx, req.TenantID, req.Key, s.now())
 	switch {
-	case err != nil: // no row: purged the instant it committed? Do not guess.
-		return domain.Response{}, false, false, err
-	case !bytes.Equal(r.fingerprint, req.Fingerprint):
+	case c.inserted:
+		return domain.Response{}, false, true, nil // the claim was free: it rolled back
+	case !c.found: // no row: purged the instant it committed? Do not guess.
+		return domain.Response{}, false, false, nil
+	case !bytes.Equal(c.r.fingerprint, req.Fingerprint):
 		return domain.Response{}, false, true, nil // another request claimed the freed key since
-	case r.status == nil:
+	case c.r.status == nil:
 		return domain.Response{}, false, false, nil // held by a new claim of the same request: cannot tell
 	}
-	resp = r.response()
+	resp = c.r.response()
 	resp.Replayed = false // the answer to this very request, not a replay
 	return resp, true, true, nil
 }
