@@ -36,6 +36,19 @@ const (
 	OutboxPurged Purged = "outbox" // events and deliveries past retention
 )
 
+// staleCaches are the customer accounts whose cached books differ from the
+// sums of their ledger lines: invariant 2 reports them (a, with the sums l),
+// RepairBalances fixes them.
+const staleCaches = `
+FROM accounts a
+LEFT JOIN (SELECT account_id,
+                  coalesce(sum(amount) FILTER (WHERE book = 'available'), 0) AS av,
+                  coalesce(sum(amount) FILTER (WHERE book = 'held'), 0) AS he,
+                  coalesce(sum(amount) FILTER (WHERE book = 'incoming'), 0) AS inc
+           FROM ledger_entries GROUP BY account_id) l ON l.account_id = a.id
+WHERE a.kind = 'customer'
+  AND (a.available, a.held, a.incoming) IS DISTINCT FROM (coalesce(l.av, 0), coalesce(l.he, 0), coalesce(l.inc, 0))`
+
 // Invariants are the checks, numbered as product.md §6 numbers them.
 var Invariants = []Invariant{
 	{"1. every ledger journal sums to zero", `
@@ -48,15 +61,7 @@ var Invariants = []Invariant{
 		SELECT l.id, l.account_id FROM ledger_entries l
 		WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = l.account_id AND a.tenant_id = l.tenant_id AND a.currency = l.currency)`, ""},
 	{"2. cached balances equal the sums of the ledger lines", `
-		SELECT a.id, format('cached %s/%s/%s, ledger %s/%s/%s', a.available, a.held, a.incoming, l.av, l.he, l.inc)
-		FROM accounts a
-		LEFT JOIN (SELECT account_id,
-		                  coalesce(sum(amount) FILTER (WHERE book = 'available'), 0) AS av,
-		                  coalesce(sum(amount) FILTER (WHERE book = 'held'), 0) AS he,
-		                  coalesce(sum(amount) FILTER (WHERE book = 'incoming'), 0) AS inc
-		           FROM ledger_entries GROUP BY account_id) l ON l.account_id = a.id
-		WHERE a.kind = 'customer'
-		  AND (a.available, a.held, a.incoming) IS DISTINCT FROM (coalesce(l.av, 0), coalesce(l.he, 0), coalesce(l.inc, 0))`, ""},
+		SELECT a.id, format('cached %s/%s/%s, ledger %s/%s/%s', a.available, a.held, a.incoming, l.av, l.he, l.inc)` + staleCaches, ""},
 	{"2. system accounts carry no cache (their balance is their ledger)", `
 		SELECT id, 'cached books on a system account' FROM accounts
 		WHERE kind = 'system' AND (available IS NOT NULL OR held IS NOT NULL OR incoming IS NOT NULL)`, ""},

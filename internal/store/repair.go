@@ -25,18 +25,9 @@ type Repaired struct{ What, Detail string }
 func (r Repaired) String() string { return r.What + ": " + r.Detail }
 
 const (
-	// staleBalances lists the customer accounts whose cache differs from
-	// their ledger (invariant 2); each is then fixed under its row lock.
-	staleBalances = `
-SELECT a.id FROM accounts a
-LEFT JOIN (SELECT account_id,
-                  coalesce(sum(amount) FILTER (WHERE book = 'available'), 0) AS av,
-                  coalesce(sum(amount) FILTER (WHERE book = 'held'), 0) AS he,
-                  coalesce(sum(amount) FILTER (WHERE book = 'incoming'), 0) AS inc
-           FROM ledger_entries GROUP BY account_id) l ON l.account_id = a.id
-WHERE a.kind = 'customer'
-  AND (a.available, a.held, a.incoming) IS DISTINCT FROM (coalesce(l.av, 0), coalesce(l.he, 0), coalesce(l.inc, 0))
-ORDER BY a.id`
+	// staleBalances lists the accounts invariant 2 finds; each is then
+	// fixed under its row lock.
+	staleBalances  = `SELECT a.id` + staleCaches + ` ORDER BY a.id`
 	lockBalances   = `SELECT available, held, incoming FROM accounts WHERE id = $1 AND kind = 'customer' FOR UPDATE`
 	ledgerBalances = `
 SELECT coalesce(sum(amount) FILTER (WHERE book = 'available'), 0), coalesce(sum(amount) FILTER (WHERE book = 'held'), 0),
