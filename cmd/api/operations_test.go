@@ -63,17 +63,7 @@ func TestOperationsAnswerWithTheBusinessPoolBusy(t *testing.T) {
 		accounts = append(accounts, a.ID)
 	}
 
-	if _, err := pool.Exec(context.Background(), `
-		CREATE TABLE gate (opened boolean);
-		CREATE FUNCTION hold_at_gate() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN
-		    WHILE NOT EXISTS (SELECT 1 FROM gate) LOOP PERFORM pg_sleep(0.01); END LOOP;
-		    RETURN NEW;
-		END $$;
-		CREATE TRIGGER hold_at_gate BEFORE UPDATE ON idempotency_keys
-		    FOR EACH ROW WHEN (NEW.key LIKE 'held-%') EXECUTE FUNCTION hold_at_gate();`); err != nil {
-		t.Fatal(err)
-	}
+	g := testdb.HoldAtGate(t, pool, "held-%")
 	held := make(chan int, 2)
 	for i, id := range accounts {
 		go func() {
@@ -81,19 +71,7 @@ func TestOperationsAnswerWithTheBusinessPoolBusy(t *testing.T) {
 			held <- code
 		}()
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		var n int
-		if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event = 'PgSleep'`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the two requests were never held")
-		}
-	}
+	g.WaitHeld(t, 2)
 
 	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
 		start := time.Now()
@@ -121,9 +99,7 @@ func TestOperationsAnswerWithTheBusinessPoolBusy(t *testing.T) {
 		t.Errorf("a request past the limits: %d in %v: %s", code, time.Since(start), b)
 	}
 
-	if _, err := pool.Exec(context.Background(), `INSERT INTO gate VALUES (true)`); err != nil {
-		t.Fatal(err)
-	}
+	g.Open(t)
 	for range 2 {
 		if code := <-held; code != http.StatusCreated {
 			t.Errorf("a held deposit answered %d", code)

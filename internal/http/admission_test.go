@@ -35,7 +35,7 @@ func TestOverloadIsShedFast(t *testing.T) {
 		b := h.mustAccount(t, "USD")
 		go func() { held <- h.post(t, "/v1/accounts/"+b.ID+"/deposits", k, `{"amount":1}`) }()
 	}
-	g.waitHeldN(t, 2)
+	g.WaitHeld(t, 2)
 
 	// A burst: two of it queue (and time out), the rest are shed at once.
 	type answer struct {
@@ -98,7 +98,7 @@ func TestOverloadIsShedFast(t *testing.T) {
 	relaxUntil(t, func() bool { return metric("safeflow_http_queued") == 0 })
 
 	// The load drops: full service at once, and the refused keys work.
-	g.open(t)
+	g.Open(t)
 	for range 2 {
 		(<-held).want(t, http.StatusCreated)
 	}

@@ -23,7 +23,7 @@ func TestEndpointChangesMakeNoRequestWait(t *testing.T) {
 	g := h.holdAtGate(t, "long")
 	long := make(chan response, 1)
 	go func() { long <- h.post(t, "/v1/accounts/"+held.ID+"/deposits", "long", `{"amount":5}`) }()
-	g.waitHeld(t)
+	g.WaitHeld(t, 1)
 
 	var slowest atomic.Int64
 	var count atomic.Int64
@@ -73,7 +73,7 @@ func TestEndpointChangesMakeNoRequestWait(t *testing.T) {
 		t.Fatalf("the held deposit finished before the gate opened: %d %s", r.status, r.body)
 	default:
 	}
-	g.open(t)
+	g.Open(t)
 	(<-long).want(t, http.StatusCreated)
 
 	relaytest.Eventually(t, "no delivery left to a deleted endpoint", func() bool { return h.count(t, "webhook_deliveries") == 0 })
@@ -108,7 +108,7 @@ func TestNothingIsSentAfterTheEndpointIsDeleted(t *testing.T) {
 	g := h.holdAtGate(t, "late")
 	late1 := make(chan response, 1)
 	go func() { late1 <- h.post(t, "/v1/accounts/"+a.ID+"/deposits", "late", `{"amount":5}`) }()
-	g.waitHeld(t)
+	g.WaitHeld(t, 1)
 
 	// An attempt under way: the first delivered event is held by the receiver.
 	h.mustDeposit(t, b.ID, 1)
@@ -127,7 +127,7 @@ func TestNothingIsSentAfterTheEndpointIsDeleted(t *testing.T) {
 	deletedAt.Store(&now)
 	r.want(t, http.StatusNoContent)
 
-	g.open(t)
+	g.Open(t)
 	(<-late1).want(t, http.StatusCreated)
 	h.mustDeposit(t, b.ID, 1)
 	relaytest.Eventually(t, "the late delivery removed unsent", func() bool {

@@ -146,7 +146,7 @@ func TestEventFeedNeverSkipsALateCommit(t *testing.T) {
 	g := h.holdAtGate(t, "slow")
 	slow := make(chan response, 1)
 	go func() { slow <- h.post(t, "/v1/accounts/"+a.ID+"/deposits", "slow", `{"amount":5}`) }()
-	g.waitHeld(t)
+	g.WaitHeld(t, 1)
 	for range 3 {
 		h.mustDeposit(t, b.ID, 1)
 	}
@@ -165,7 +165,7 @@ func TestEventFeedNeverSkipsALateCommit(t *testing.T) {
 		cursor = during[len(during)-1].ID
 	}
 
-	g.open(t)
+	g.Open(t)
 	(<-slow).want(t, http.StatusCreated)
 
 	// The held event took its position before the three others: the case a

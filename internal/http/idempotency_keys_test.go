@@ -62,12 +62,12 @@ func TestIdempotencyKeyLookup(t *testing.T) {
 	g := h.holdAtGate(t, "running")
 	done := make(chan response, 1)
 	go func() { done <- h.post(t, deposits, "running", `{"amount":1}`) }()
-	g.waitHeld(t)
+	g.WaitHeld(t, 1)
 	lookup("running").want(t, http.StatusOK).decode(t, &k)
 	if k.Status != "in_progress" || k.ResponseStatus != nil {
 		t.Errorf("running key = %+v, want in_progress", k)
 	}
-	g.open(t)
+	g.Open(t)
 	(<-done).want(t, http.StatusCreated)
 	lookup("running").want(t, http.StatusOK).decode(t, &k)
 	if k.Status != "completed" {

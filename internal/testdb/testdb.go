@@ -101,17 +101,7 @@ func migrate(ctx context.Context, url string) error {
 // settings (lock and statement timeouts) and up to 10 connections.
 func New(t testing.TB) *pgxpool.Pool {
 	t.Helper()
-	name := clone(t)
-	pc, err := store.PoolConfig(URL(name), 10, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
+	return poolOn(t, URL(clone(t)), 10, false)
 }
 
 // clone creates a database from the migrated template and returns its name;
