@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/safeflow/safeflow/internal/domain"
 	"github.com/safeflow/safeflow/internal/store"
@@ -37,26 +36,10 @@ func TestBatchOf1000KeepsSubtransactionsFew(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	base := testdb.New(t)
-	cfg := base.Config()
 	counter := &savepoints{}
-	cfg.ConnConfig.Tracer = counter
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	st := store.New(pool, store.Options{})
-	secret, _ := st.CreateAPIKey(ctx, "acme")
-	tenant, _ := st.Authenticate(ctx, secret)
-	var a, b domain.Account
-	for i, acct := range []*domain.Account{&a, &b} {
-		key := []string{"a", "b"}[i]
-		res, err := st.CreateAccount(ctx, testdb.Request(tenant, key, key, accountID), domain.NewAccount{Currency: "USD"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = json.Unmarshal(res.Body, acct)
-	}
+	st := store.New(tracedPool(t, base, counter), store.Options{})
+	tenant, accounts := tenantWithAccounts(t, st, 2)
+	a, b := accounts[0], accounts[1]
 	if _, err := st.Move(ctx, testdb.Request(tenant, "fund", "fund", movementID), domain.NewMovement{Kind: domain.KindDeposit, AccountID: a.ID, Amount: 900}); err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -32,14 +31,8 @@ func TestCoalescedStormOnOneAccount(t *testing.T) {
 	pool := testdb.New(t)
 	reg := prometheus.NewRegistry()
 	st := store.New(pool, store.Options{Coalesce: true, Metrics: store.NewMetrics(reg)})
-	secret, _ := st.CreateAPIKey(ctx, "acme")
-	tenant, _ := st.Authenticate(ctx, secret)
-	res, err := st.CreateAccount(ctx, testdb.Request(tenant, "acct", "acct", accountID), domain.NewAccount{Currency: "USD"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var a domain.Account
-	_ = json.Unmarshal(res.Body, &a)
+	tenant, accounts := tenantWithAccounts(t, st, 1)
+	a := accounts[0]
 	// A second process on the same database: each coalesces its own.
 	other := store.New(pool, store.Options{Coalesce: true, Metrics: store.NewMetrics(prometheus.NewRegistry())})
 	var turn atomic.Int64
@@ -146,14 +139,8 @@ func TestCoalescedGroupLosesItsCommit(t *testing.T) {
 		pool := testdb.New(t)
 		proxy, proxied := faultproxy.Around(t, pool)
 		st := store.New(proxied, store.Options{Coalesce: true})
-		secret, _ := st.CreateAPIKey(ctx, "acme")
-		tenant, _ := st.Authenticate(ctx, secret)
-		res, err := st.CreateAccount(ctx, testdb.Request(tenant, "acct", "acct", accountID), domain.NewAccount{Currency: "USD"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var a domain.Account
-		_ = json.Unmarshal(res.Body, &a)
+		tenant, accounts := tenantWithAccounts(t, st, 1)
+		a := accounts[0]
 		deposit := func(key string) (domain.Response, error) {
 			return st.Move(ctx, testdb.Request(tenant, key, key, movementID), domain.NewMovement{Kind: domain.KindDeposit, AccountID: a.ID, Amount: 1})
 		}

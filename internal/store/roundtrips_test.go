@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/safeflow/safeflow/internal/domain"
 	"github.com/safeflow/safeflow/internal/store"
@@ -40,31 +39,12 @@ func TestRoundTripsPerRequest(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	base := testdb.New(t)
-	cfg := base.Config()
 	counter := &roundTrips{}
-	cfg.ConnConfig.Tracer = counter
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	st := store.New(pool, store.Options{})
-	secret, _ := st.CreateAPIKey(ctx, "acme")
-	tenant, err := st.Authenticate(ctx, secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Warm up what is cached per process (the system account's id) and per
-	// connection (statement descriptions).
-	var a, b domain.Account
-	for i, acct := range []*domain.Account{&a, &b} {
-		key := []string{"acct-a", "acct-b"}[i]
-		res, err := st.CreateAccount(ctx, testdb.Request(tenant, key, key, accountID), domain.NewAccount{Currency: "USD"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = json.Unmarshal(res.Body, acct)
-	}
+	st := store.New(tracedPool(t, base, counter), store.Options{})
+	// Opening the accounts warms up what is cached per process (the system
+	// account's id comes with the first deposit below) and per connection.
+	tenant, accounts := tenantWithAccounts(t, st, 2)
+	a, b := accounts[0], accounts[1]
 	if _, err := st.Move(ctx, testdb.Request(tenant, "warm", "warm", movementID), domain.NewMovement{Kind: domain.KindDeposit, AccountID: a.ID, Amount: 1000}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,54 @@
+package store_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/safeflow/safeflow/internal/domain"
+	"github.com/safeflow/safeflow/internal/store"
+	"github.com/safeflow/safeflow/internal/testdb"
+)
+
+// tracedPool is a pool like base whose connections report to tracer.
+func tracedPool(t *testing.T, base *pgxpool.Pool, tracer pgx.QueryTracer) *pgxpool.Pool {
+	t.Helper()
+	cfg := base.Config()
+	cfg.ConnConfig.Tracer = tracer
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// tenantWithAccounts gives st a tenant "acme" with n USD accounts, opened
+// under the keys acct-0, acct-1, …
+func tenantWithAccounts(t *testing.T, st *store.Store, n int) (string, []domain.Account) {
+	t.Helper()
+	ctx := context.Background()
+	secret, err := st.CreateAPIKey(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tenant, err := st.Authenticate(ctx, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accounts := make([]domain.Account, n)
+	for i := range accounts {
+		key := "acct-" + string(rune('0'+i))
+		res, err := st.CreateAccount(ctx, testdb.Request(tenant, key, key, accountID), domain.NewAccount{Currency: "USD"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(res.Body, &accounts[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return tenant, accounts
+}
