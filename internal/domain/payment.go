@@ -88,6 +88,20 @@ func (t Transition) Parties() []Party {
 	return ps
 }
 
+// ActionParties returns whether action moves the payer's books and the
+// payee's, from any status it is allowed from: what a transition locks
+// before it reads the payment's status.
+func ActionParties(action string) (payer, payee bool) {
+	for _, t := range Transitions {
+		if t.Action == action {
+			for _, l := range t.Legs {
+				payer, payee = payer || l.Party == Payer, payee || l.Party == Payee
+			}
+		}
+	}
+	return payer, payee
+}
+
 // Payment moves money from a payer to a payee account through the state
 // machine above; its JSON form is the API's payment shape.
 type Payment struct {

@@ -127,3 +127,20 @@ func TestPrecondition(t *testing.T) {
 		}
 	}
 }
+
+// ActionParties, which a transition's locks follow before the payment's
+// status is read, covers the parties of every row of the table with that
+// action.
+func TestActionPartiesCoverEveryTransition(t *testing.T) {
+	for _, tr := range Transitions {
+		payer, payee := ActionParties(tr.Action)
+		for _, p := range tr.Parties() {
+			if p == Payer && !payer || p == Payee && !payee {
+				t.Errorf("%s from %q moves party %d, which ActionParties(%q) = (%v, %v) leaves unlocked", tr.Action, tr.From, p, tr.Action, payer, payee)
+			}
+		}
+	}
+	if payer, payee := ActionParties("nonsense"); payer || payee {
+		t.Errorf("ActionParties of an unknown action = (%v, %v), want none", payer, payee)
+	}
+}

@@ -53,6 +53,7 @@ type pair struct {
 	client, server net.Conn
 	mute           chan struct{} // closed: the server's replies are dropped
 	muteOnce       sync.Once
+	commits        map[string]bool // prepared statements (by name) that are a COMMIT
 }
 
 // Start listens on a free port of 127.0.0.1 and forwards to target
@@ -147,7 +148,7 @@ func (p *Proxy) accept() {
 			_ = c.Close()
 			continue
 		}
-		pr := &pair{client: c, server: s, mute: make(chan struct{})}
+		pr := &pair{client: c, server: s, mute: make(chan struct{}), commits: map[string]bool{}}
 		p.mu.Lock()
 		p.pairs[pr] = struct{}{}
 		p.mu.Unlock()
@@ -156,9 +157,38 @@ func (p *Proxy) accept() {
 	}
 }
 
-// take returns the armed fault, disarming it, if msg is a COMMIT.
-func (p *Proxy) take(typ byte, body []byte) (CommitFault, time.Duration, chan struct{}) {
-	if typ != 'Q' || !bytes.EqualFold(bytes.TrimSpace(bytes.TrimRight(body, "\x00")), []byte("commit")) {
+// isCommit tells whether msg runs a COMMIT: a simple query, or (extended
+// protocol, as in a pipelined batch) the Bind of a statement whose Parse
+// was a COMMIT. It records the statements msg prepares.
+func (pr *pair) isCommit(typ byte, body []byte) bool {
+	switch typ {
+	case 'Q':
+		return isCommitSQL(cstring(body))
+	case 'P': // Parse: statement name, query, …
+		name := cstring(body)
+		pr.commits[string(name)] = isCommitSQL(cstring(body[min(len(name)+1, len(body)):]))
+	case 'B': // Bind: portal name, statement name, …
+		portal := cstring(body)
+		return pr.commits[string(cstring(body[min(len(portal)+1, len(body)):]))]
+	}
+	return false
+}
+
+func isCommitSQL(q []byte) bool {
+	return bytes.EqualFold(bytes.TrimRight(bytes.TrimSpace(q), ";"), []byte("commit"))
+}
+
+// cstring is the NUL-terminated string b starts with.
+func cstring(b []byte) []byte {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		return b[:i]
+	}
+	return b
+}
+
+// take returns the armed fault, disarming it, if msg runs a COMMIT.
+func (p *Proxy) take(pr *pair, typ byte, body []byte) (CommitFault, time.Duration, chan struct{}) {
+	if !pr.isCommit(typ, body) {
 		return 0, 0, nil
 	}
 	p.mu.Lock()
@@ -188,11 +218,23 @@ func (p *Proxy) fromClient(pr *pair) {
 			_ = pr.server.Close()
 			return
 		}
-		fault, hold, fired := p.take(typ, body)
+		fault, hold, fired := p.take(pr, typ, body)
 		switch fault {
 		case LoseReply:
 			pr.muteOnce.Do(func() { close(pr.mute) })
 			_ = writeMessage(pr.server, typ, body)
+			// In the extended protocol the COMMIT runs once its Execute and
+			// the Sync that ends the round trip are in.
+			for typ == 'B' {
+				next, body, err := readMessage(pr.client)
+				if err != nil {
+					break
+				}
+				_ = writeMessage(pr.server, next, body)
+				if next == 'S' {
+					break
+				}
+			}
 			_ = pr.client.Close() // the server's side closes after its reply (fromServer)
 			close(fired)
 			return

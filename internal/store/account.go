@@ -2,25 +2,23 @@ package store
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/safeflow/safeflow/internal/domain"
 	"github.com/safeflow/safeflow/internal/outbox"
 )
 
-// errStale means a guarded write matched no row although its row was locked:
-// a bug, never a client's fault.
-var errStale = errors.New("store: guarded write matched no row")
-
-func expectOne(ct pgconn.CommandTag) error {
-	if ct.RowsAffected() != 1 {
-		return errStale
-	}
-	return nil
+// guardedOne makes a guarded UPDATE (one that must match exactly the row
+// its transaction locked, as it read it) check itself on the server: it
+// raises SQLSTATE SF001 unless it changed one row (migrations/00010). The
+// check cannot wait for the client: the COMMIT follows in the same round
+// trip, and the server skips it only after an error.
+// what names the row in the error; it is written into the SQL, so it is
+// a constant without quotes.
+func guardedOne(update, what string) string {
+	return "WITH changed AS (" + update + " RETURNING 1) SELECT safeflow_expect_one(count(*), '" + what + "') FROM changed"
 }
 
 const accountColumns = `id, tenant_id, currency, name, metadata, available, held, incoming, version, created_at`
@@ -63,7 +61,7 @@ ON CONFLICT (tenant_id, currency) WHERE kind = 'system' DO NOTHING`
 
 // CreateAccount opens a customer account and stages account.created.
 func (s *Store) CreateAccount(ctx context.Context, req domain.Request[domain.Account], in domain.NewAccount) (domain.Response, error) {
-	return safeFlow(ctx, s, req, func(ctx context.Context, tx pgx.Tx) (domain.Account, *pgx.Batch, error) {
+	return safeFlow(ctx, s, req, step[domain.Account]{decide: func(ctx context.Context, tx pgx.Tx) (domain.Account, *pgx.Batch, error) {
 		now := s.now()
 		a := in.Open(req.TenantID, now)
 		b := &pgx.Batch{}
@@ -78,7 +76,7 @@ func (s *Store) CreateAccount(ctx context.Context, req domain.Request[domain.Acc
 			return domain.Account{}, nil, err
 		}
 		return a, b, nil
-	})
+	}})
 }
 
 const selectAccount = `SELECT ` + accountColumns + ` FROM accounts WHERE tenant_id = $1 AND id = $2 AND kind = 'customer'`
@@ -89,9 +87,49 @@ func (s *Store) GetAccount(ctx context.Context, tenantID, id string) (domain.Acc
 	return a, public(err)
 }
 
-// lockAccount reads and locks the tenant's customer account for the rest of tx.
-func lockAccount(ctx context.Context, tx pgx.Tx, tenantID, id string) (domain.Account, error) {
-	return getAccount(ctx, tx, tenantID, id, selectAccount+` FOR UPDATE`)
+// lockAccounts locks the tenant's customer accounts ($3, an array of ids)
+// FOR UPDATE in ascending id order (the sort runs below the row locking,
+// so rows are locked in the order they are returned), when the transaction
+// claimed its key ($1 the tenant, $2 the key: see ifClaimed). Ids that are
+// not the tenant's customer accounts are simply absent from the result.
+// shareAccounts takes the weakest lock instead, FOR KEY SHARE: the account
+// is only referred to (a payment's payee, at its creation); it stays
+// there, and its currency and kind never change.
+const (
+	readAccounts = `SELECT ` + accountColumns + ` FROM accounts
+WHERE tenant_id = $1 AND id = ANY($3) AND kind = 'customer'` + ifClaimed + `
+ORDER BY id`
+	lockAccounts  = readAccounts + ` FOR UPDATE`
+	shareAccounts = readAccounts + ` FOR KEY SHARE`
+)
+
+// accountSet is what a queued read of accounts found, by id.
+type accountSet struct{ rows []accountRow }
+
+// queueAccounts queues on b the guarded read (query: lockAccounts or
+// shareAccounts) of the tenant's accounts ids, for req's transaction; ids
+// that cannot exist are left out (they may not even be UTF-8).
+func queueAccounts(b *pgx.Batch, req domain.Idempotency, query string, ids ...string) *accountSet {
+	valid := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if domain.ValidID(domain.PrefixAccount, id) {
+			valid = append(valid, id)
+		}
+	}
+	set := &accountSet{}
+	queueRows(b, &set.rows, query, req.TenantID, req.Key, valid)
+	return set
+}
+
+// into adds the accounts read to m (made if nil) and returns it.
+func (set *accountSet) into(m map[string]domain.Account) map[string]domain.Account {
+	if m == nil {
+		m = make(map[string]domain.Account, len(set.rows))
+	}
+	for _, r := range set.rows {
+		m[r.ID] = r.account()
+	}
+	return m
 }
 
 type querier interface {

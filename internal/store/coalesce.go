@@ -189,7 +189,7 @@ func (s *Store) moveGroupOnce(ctx context.Context, group []*moveReq, answers map
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return false, err
 	}
-	acct, err := lockAccount(ctx, tx, tenantID, accountID)
+	acct, err := getAccount(ctx, tx, tenantID, accountID, selectAccount+` FOR UPDATE`)
 	if err != nil {
 		return false, err // not found, or the lock: each alone says so
 	}

@@ -3,8 +3,11 @@ package store_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/safeflow/safeflow/internal/domain"
 	"github.com/safeflow/safeflow/internal/store"
@@ -68,5 +71,93 @@ func TestRefusalOfAWriteIsStoredAndNothingIsWritten(t *testing.T) {
 	if _, err := pool.Exec(ctx, `DROP TRIGGER refuse ON accounts`); err != nil {
 		t.Fatal(err)
 	}
+	testdb.CheckInvariants(t, pool)
+}
+
+// The writes and the COMMIT travel in one round trip, so a guarded write
+// that matches no row must stop the COMMIT on the server: here a trigger
+// makes the books' UPDATE skip its row, as a lost lock would. The request
+// fails as an internal error, nothing of it is committed (not even its
+// key), and once the fault is gone the same key applies it once.
+func TestAGuardedWriteThatMatchesNothingCommitsNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.New(t)
+	st := store.New(pool, store.Options{})
+	tenant, accounts := tenantWithAccounts(t, st, 1)
+	a := accounts[0]
+	if _, err := pool.Exec(ctx, `
+		CREATE FUNCTION skip_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+		CREATE TRIGGER skip_row BEFORE UPDATE ON accounts FOR EACH ROW EXECUTE FUNCTION skip_row();`); err != nil {
+		t.Fatal(err)
+	}
+	req := testdb.Request(tenant, "dep", "dep", movementID)
+	in := domain.NewMovement{Kind: domain.KindDeposit, AccountID: a.ID, Amount: 10}
+	res, err := st.Move(ctx, req, in)
+	var de *domain.Error
+	if err == nil || errors.As(err, &de) || !strings.Contains(err.Error(), "SF001") {
+		t.Fatalf("Move with a guard that fires = %d %s, %v; want the guard's internal error (SQLSTATE SF001)", res.Status, res.Body, err)
+	}
+	var movements, lines, events, keys int
+	count := func() {
+		t.Helper()
+		if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM movements), (SELECT count(*) FROM ledger_entries),
+			(SELECT count(*) FROM events WHERE type = 'deposit.created'), (SELECT count(*) FROM idempotency_keys WHERE key = 'dep')`).
+			Scan(&movements, &lines, &events, &keys); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if count(); movements+lines+events+keys != 0 {
+		t.Fatalf("after the guard fired: %d movements, %d lines, %d events, %d keys; want nothing committed", movements, lines, events, keys)
+	}
+	if _, err := pool.Exec(ctx, `DROP TRIGGER skip_row ON accounts`); err != nil {
+		t.Fatal(err)
+	}
+	if res, err = st.Move(ctx, req, in); err != nil || res.Status != http.StatusCreated || res.Replayed {
+		t.Fatalf("the retry = %d %s (replayed %v), %v; want a fresh 201", res.Status, res.Body, res.Replayed, err)
+	}
+	if count(); movements != 1 || lines != 2 || events != 1 || keys != 1 {
+		t.Errorf("after the retry: %d movements, %d lines, %d events, %d keys; want 1, 2, 1, 1", movements, lines, events, keys)
+	}
+	testdb.CheckInvariants(t, pool)
+}
+
+// The locking reads travel with the claim, guarded by it: a request whose
+// key is finished replays without waiting for the rows the change would
+// lock. Here the account stays locked by another transaction while the
+// deposit is sent again: the replay must come back well within
+// lock_timeout (1 s), which a wait on the row would exceed.
+func TestAReplayWaitsForNoBusinessRow(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.New(t)
+	st := store.New(pool, store.Options{})
+	tenant, accounts := tenantWithAccounts(t, st, 1)
+	a := accounts[0]
+	req := testdb.Request(tenant, "dep", "dep", movementID)
+	in := domain.NewMovement{Kind: domain.KindDeposit, AccountID: a.ID, Amount: 10}
+	first, err := st.Move(ctx, req, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = holder.Rollback(ctx) }()
+	if _, err := holder.Exec(ctx, `SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE`, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	quick, cancel := context.WithTimeout(ctx, 700*time.Millisecond)
+	defer cancel()
+	again, err := st.Move(quick, req, in)
+	if err != nil || !again.Replayed || string(again.Body) != string(first.Body) {
+		t.Fatalf("replay while the account is locked = %d %s (replayed %v), %v; want the stored answer at once", again.Status, again.Body, again.Replayed, err)
+	}
+	// A new deposit does wait for the row: the guard is what spared the replay.
+	if _, err := st.Move(quick, testdb.Request(tenant, "dep-2", "dep-2", movementID), in); err == nil {
+		t.Fatal("a new deposit on the locked account was applied within 700 ms; want it to wait for the lock")
+	}
+	_ = holder.Rollback(ctx)
 	testdb.CheckInvariants(t, pool)
 }

@@ -25,9 +25,9 @@ FROM idempotency_keys WHERE tenant_id = $1 AND key = $2`
 
 const releaseExpiredKey = `DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND expires_at <= $3`
 
-const completeKey = `
+var completeKey = guardedOne(`
 UPDATE idempotency_keys SET status_code = $3, content_type = $4, location = $5, etag = $6, body = $7
-WHERE tenant_id = $1 AND key = $2`
+WHERE tenant_id = $1 AND key = $2`, "the idempotency record")
 
 // claim claims req's key in tx: a new key returns claimed = true and the
 // row stays locked until commit. A key that another transaction holds makes
@@ -35,8 +35,10 @@ WHERE tenant_id = $1 AND key = $2`
 // transaction commits, the stored response is returned for replay, or
 // idempotency_key_reused if the fingerprint differs. If it rolled back, the
 // claim succeeds and this request runs. first are statements to send
-// before the claim in its round trip (BEGIN, for beginAndClaim).
-func (s *Store) claim(ctx context.Context, tx pgx.Tx, req domain.Idempotency, first ...string) (domain.Response, bool, error) {
+// before the claim in its round trip (BEGIN, for beginAndClaim); then, if
+// not nil, queues statements to send after it (a step's guarded locking
+// reads), in the round trip that claims the key.
+func (s *Store) claim(ctx context.Context, tx pgx.Tx, req domain.Idempotency, first []string, then func(*pgx.Batch, domain.Idempotency)) (domain.Response, bool, error) {
 	now := s.now()
 	for range 3 {
 		b := &pgx.Batch{}
@@ -44,12 +46,15 @@ func (s *Store) claim(ctx context.Context, tx pgx.Tx, req domain.Idempotency, fi
 			b.Queue(q)
 		}
 		c := s.queueClaim(b, req, now)
+		if then != nil {
+			then(b, req)
+		}
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			var pg *pgconn.PgError
-			if errors.As(err, &pg) && pg.Code == "55P03" {
+			if !c.ran && errors.As(err, &pg) && pg.Code == "55P03" {
 				return domain.Response{}, false, keyInUse()
 			}
-			return domain.Response{}, false, err
+			return domain.Response{}, false, err // a lock timeout after the claim is a business row's: retried
 		}
 		resp, claimed, again, err := c.outcome(req)
 		if !again {
@@ -68,14 +73,15 @@ func (s *Store) claim(ctx context.Context, tx pgx.Tx, req domain.Idempotency, fi
 }
 
 // beginAndClaim begins tx's transaction and claims req's key in one round
-// trip: BEGIN, the claim and the read of the record.
-func (s *Store) beginAndClaim(ctx context.Context, tx *openTx, req domain.Idempotency) (domain.Response, bool, error) {
-	return s.claim(ctx, tx, req, s.beginStatements()...)
+// trip: BEGIN, the claim, the read of the record and what lock queues.
+func (s *Store) beginAndClaim(ctx context.Context, tx *openTx, req domain.Idempotency, lock func(*pgx.Batch, domain.Idempotency)) (domain.Response, bool, error) {
+	return s.claim(ctx, tx, req, s.beginStatements(), lock)
 }
 
 // keyClaim is the claim of a key and the read of its record, queued on a
 // batch; its fields are set once the batch is sent.
 type keyClaim struct {
+	ran             bool // the claim's statement ran without error
 	inserted, found bool
 	r               keyRow
 }
@@ -88,7 +94,7 @@ type keyClaim struct {
 func (s *Store) queueClaim(b *pgx.Batch, req domain.Idempotency, now time.Time) *keyClaim {
 	c := &keyClaim{}
 	b.Queue(claimKey, req.TenantID, req.Key, req.Fingerprint, now.Add(s.opt.IdempotencyTTL), nullable(req.Method), nullable(req.Path)).
-		Exec(func(ct pgconn.CommandTag) error { c.inserted = ct.RowsAffected() == 1; return nil })
+		Exec(func(ct pgconn.CommandTag) error { c.ran, c.inserted = true, ct.RowsAffected() == 1; return nil })
 	b.Queue(selectKey, req.TenantID, req.Key, now).QueryRow(func(row pgx.Row) error {
 		r := &c.r
 		err := row.Scan(&r.fingerprint, &r.status, &r.ctype, &r.location, &r.etag, &r.body, &r.expired)
@@ -135,7 +141,7 @@ func (r keyRow) response() domain.Response {
 
 // queueComplete queues the storing of the rendered response on the claimed record.
 func queueComplete(b *pgx.Batch, req domain.Idempotency, r domain.Response) {
-	b.Queue(completeKey, req.TenantID, req.Key, r.Status, r.ContentType, nullable(r.Location), nullable(r.ETag), r.Body).Exec(expectOne)
+	b.Queue(completeKey, req.TenantID, req.Key, r.Status, r.ContentType, nullable(r.Location), nullable(r.ETag), r.Body)
 }
 
 // A key whose request is still running was claimed by a transaction that

@@ -39,9 +39,9 @@ SELECT unnest($1::text[]), $2, $3, unnest($4::text[]), unnest($5::text[]), unnes
 
 // The version guard is the last line of defence behind the row lock; the
 // CHECK constraint on the books is the final one.
-const updateBooks = `
+var updateBooks = guardedOne(`
 UPDATE accounts SET available = $3, held = $4, incoming = $5, version = $6
-WHERE tenant_id = $1 AND id = $2 AND version = $6 - 1`
+WHERE tenant_id = $1 AND id = $2 AND version = $6 - 1`, "account books")
 
 // Move applies a deposit or a withdrawal: it locks the account, decides the
 // posting, and queues the movement, its two ledger lines, the new books and
@@ -57,25 +57,29 @@ func (s *Store) Move(ctx context.Context, req domain.Request[domain.Movement], i
 
 // moveAlone is Move in a safe flow of its own.
 func (s *Store) moveAlone(ctx context.Context, req domain.Request[domain.Movement], in domain.NewMovement) (domain.Response, error) {
-	return safeFlow(ctx, s, req, func(ctx context.Context, tx pgx.Tx) (domain.Movement, *pgx.Batch, error) {
-		acct, err := lockAccount(ctx, tx, req.TenantID, in.AccountID)
-		if err != nil {
-			return domain.Movement{}, nil, err
-		}
-		sys, err := s.systemAccountID(ctx, tx, req.TenantID, acct.Currency)
-		if err != nil {
-			return domain.Movement{}, nil, err
-		}
-		now := s.now()
-		p, err := acct.Move(in, sys, now)
-		if err != nil {
-			return domain.Movement{}, nil, err
-		}
-		b := &pgx.Batch{}
-		if err := queueMove(b, req.TenantID, in, p, now); err != nil {
-			return domain.Movement{}, nil, err
-		}
-		return p.Movement, b, nil
+	var locked *accountSet
+	return safeFlow(ctx, s, req, step[domain.Movement]{
+		lock: func(b *pgx.Batch, k domain.Idempotency) { locked = queueAccounts(b, k, lockAccounts, in.AccountID) },
+		decide: func(ctx context.Context, tx pgx.Tx) (domain.Movement, *pgx.Batch, error) {
+			acct, ok := locked.into(nil)[in.AccountID]
+			if !ok {
+				return domain.Movement{}, nil, domain.NotFound("account", in.AccountID)
+			}
+			sys, err := s.systemAccountID(ctx, tx, req.TenantID, acct.Currency)
+			if err != nil {
+				return domain.Movement{}, nil, err
+			}
+			now := s.now()
+			p, err := acct.Move(in, sys, now)
+			if err != nil {
+				return domain.Movement{}, nil, err
+			}
+			b := &pgx.Batch{}
+			if err := queueMove(b, req.TenantID, in, p, now); err != nil {
+				return domain.Movement{}, nil, err
+			}
+			return p.Movement, b, nil
+		},
 	})
 }
 
@@ -85,7 +89,7 @@ func queueMove(b *pgx.Batch, tenantID string, in domain.NewMovement, p domain.Po
 	m, a := p.Movement, p.Account
 	b.Queue(insertMovement, m.ID, tenantID, in.Kind, m.AccountID, m.Amount, m.Currency, m.Reference, m.JournalID, m.CreatedAt)
 	queueEntries(b, tenantID, p.Lines)
-	b.Queue(updateBooks, tenantID, a.ID, a.Balances.Available, a.Balances.Held, a.Balances.Incoming, a.Version).Exec(expectOne)
+	b.Queue(updateBooks, tenantID, a.ID, a.Balances.Available, a.Balances.Held, a.Balances.Incoming, a.Version)
 	return outbox.Stage(b, outbox.Message{
 		ID: domain.NewID(domain.PrefixEvent, now), TenantID: tenantID, Type: in.Kind + ".created",
 		AggregateType: in.Kind, AggregateID: m.ID, Sequence: 1, Data: m, CreatedAt: now,

@@ -50,6 +50,36 @@ func (t *openTx) Commit(ctx context.Context) error {
 	return nil
 }
 
+// commitAfter sends b's statements and then the COMMIT, in one round trip.
+// If a statement of b fails, the server skips what follows it until the
+// end of the round trip, the COMMIT included: aborted is true, the
+// transaction is still open (to roll back, or back to a savepoint) and err
+// is that statement's. Otherwise the transaction is over and err is the
+// COMMIT's, as Commit's would be: nil if it committed, an ERROR if it
+// rolled back, and anything else (a reply lost with the connection) if it
+// cannot tell. Whether the COMMIT was reached is read off the transaction
+// status the server reports at the end of the round trip.
+func (t *openTx) commitAfter(ctx context.Context, b *pgx.Batch) (aborted bool, err error) {
+	if t.closed {
+		return false, pgx.ErrTxClosed
+	}
+	b.Queue("COMMIT").Exec(func(tag pgconn.CommandTag) error {
+		if tag.String() == "ROLLBACK" {
+			return pgx.ErrTxCommitRollback
+		}
+		return nil
+	})
+	err = t.conn.SendBatch(ctx, b).Close()
+	if err != nil && !t.conn.IsClosed() && t.conn.PgConn().TxStatus() == 'E' {
+		return true, err
+	}
+	t.closed = true
+	if err != nil && !t.conn.IsClosed() && t.conn.PgConn().TxStatus() != 'I' {
+		_ = t.conn.Close(ctx)
+	}
+	return false, err
+}
+
 func (t *openTx) Rollback(ctx context.Context) error {
 	if t.closed {
 		return pgx.ErrTxClosed

@@ -16,33 +16,6 @@ import (
 // before any account; accounts are locked by one statement in ascending id
 // order. So no two transactions can wait for each other in a cycle.
 
-// lockAccounts locks the tenant's customer accounts ids FOR UPDATE in
-// ascending id order (the sort runs below the row locking, so rows are
-// locked in the order they are returned). Ids that cannot exist, or are not
-// the tenant's, are simply absent from the result.
-const lockAccounts = `SELECT ` + accountColumns + ` FROM accounts
-WHERE tenant_id = $1 AND id = ANY($2) AND kind = 'customer'
-ORDER BY id FOR UPDATE`
-
-func lockAccountSet(ctx context.Context, tx pgx.Tx, tenantID string, ids []string) (map[string]domain.Account, error) {
-	valid := make([]string, 0, len(ids))
-	for _, id := range ids {
-		if domain.ValidID(domain.PrefixAccount, id) {
-			valid = append(valid, id)
-		}
-	}
-	rows, _ := tx.Query(ctx, lockAccounts, tenantID, valid)
-	rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[accountRow])
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string]domain.Account, len(rs))
-	for _, r := range rs {
-		out[r.ID] = r.account()
-	}
-	return out, nil
-}
-
 const insertPayment = `
 INSERT INTO payments (id, tenant_id, status, amount, currency, payer_account_id, payee_account_id,
                       description, metadata, version, created_at, updated_at)
@@ -50,9 +23,9 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`
 
 // The status and version guard is the last line of defence behind the row
 // lock; the trigger payments_transition_allowed is the final one.
-const updatePayment = `
+var updatePayment = guardedOne(`
 UPDATE payments SET status = $3, version = $4, updated_at = $5
-WHERE tenant_id = $1 AND id = $2 AND status = $6 AND version = $4 - 1`
+WHERE tenant_id = $1 AND id = $2 AND status = $6 AND version = $4 - 1`, "a payment")
 
 const insertTransition = `
 INSERT INTO payment_transitions (payment_id, version, tenant_id, action, from_status, to_status, journal_id, created_at)
@@ -67,12 +40,12 @@ func queuePaymentChange(b *pgx.Batch, c domain.PaymentChange) error {
 		b.Queue(insertPayment, p.ID, p.TenantID, p.Status, p.Amount, p.Currency, p.PayerAccountID, p.PayeeAccountID,
 			p.Description, p.Metadata, p.Version, p.CreatedAt, p.UpdatedAt)
 	} else {
-		b.Queue(updatePayment, p.TenantID, p.ID, p.Status, p.Version, p.UpdatedAt, t.From).Exec(expectOne)
+		b.Queue(updatePayment, p.TenantID, p.ID, p.Status, p.Version, p.UpdatedAt, t.From)
 	}
 	b.Queue(insertTransition, p.ID, p.Version, p.TenantID, t.Action, nullable(t.From), t.To, c.JournalID, p.UpdatedAt)
 	queueEntries(b, p.TenantID, c.Lines)
 	for _, a := range c.Accounts {
-		b.Queue(updateBooks, p.TenantID, a.ID, a.Balances.Available, a.Balances.Held, a.Balances.Incoming, a.Version).Exec(expectOne)
+		b.Queue(updateBooks, p.TenantID, a.ID, a.Balances.Available, a.Balances.Held, a.Balances.Incoming, a.Version)
 	}
 	return outbox.Stage(b, outbox.Message{
 		ID: domain.NewID(domain.PrefixEvent, p.UpdatedAt), TenantID: p.TenantID, Type: t.Event,
@@ -81,43 +54,74 @@ func queuePaymentChange(b *pgx.Batch, c domain.PaymentChange) error {
 }
 
 // CreatePayment creates a pending payment and holds its amount on the
-// payer: it locks payer and payee in ascending id order, decides, and
-// writes the payment, its journal, the payer's books and payment.created.
+// payer: it locks the payer FOR UPDATE and the payee FOR KEY SHARE (the
+// lock the payment's foreign key takes anyway: a creation does not move
+// the payee's books), in ascending id order, decides, and writes the
+// payment, its journal, the payer's books and payment.created. Payments to
+// one payee so do not wait for each other's creation.
 func (s *Store) CreatePayment(ctx context.Context, req domain.Request[domain.Payment], in domain.NewPayment) (domain.Response, error) {
-	return safeFlow(ctx, s, req, func(ctx context.Context, tx pgx.Tx) (domain.Payment, *pgx.Batch, error) {
-		locked, err := lockAccountSet(ctx, tx, req.TenantID, []string{in.PayerAccountID, in.PayeeAccountID})
-		if err != nil {
-			return domain.Payment{}, nil, err
-		}
-		return planned(in.Create(req.TenantID, locked, s.now()))
+	var payer, payee *accountSet
+	return safeFlow(ctx, s, req, step[domain.Payment]{
+		lock: func(b *pgx.Batch, k domain.Idempotency) {
+			if in.PayerAccountID < in.PayeeAccountID {
+				payer = queueAccounts(b, k, lockAccounts, in.PayerAccountID)
+				payee = queueAccounts(b, k, shareAccounts, in.PayeeAccountID)
+			} else {
+				payee = queueAccounts(b, k, shareAccounts, in.PayeeAccountID)
+				payer = queueAccounts(b, k, lockAccounts, in.PayerAccountID)
+			}
+		},
+		decide: func(context.Context, pgx.Tx) (domain.Payment, *pgx.Batch, error) {
+			return planned(in.Create(req.TenantID, payee.into(payer.into(nil)), s.now()))
+		},
 	})
 }
 
+// lockPayment locks the tenant's payment ($3) and lockParties the accounts
+// whose books its transition moves ($4 the payer's, $5 the payee's), in
+// ascending id order, after it; both when the transaction claimed its key
+// (ifClaimed). A payment's accounts never change, so the second statement
+// may read them off the row the first one locked.
+const (
+	lockPayment = `SELECT ` + paymentColumns + ` FROM payments WHERE tenant_id = $1 AND id = $3` + ifClaimed + ` FOR UPDATE`
+	lockParties = `SELECT ` + accountColumns + ` FROM accounts
+WHERE tenant_id = $1 AND kind = 'customer' AND id IN (
+    SELECT unnest(ARRAY[CASE WHEN $4 THEN payer_account_id END, CASE WHEN $5 THEN payee_account_id END])
+    FROM payments WHERE tenant_id = $1 AND id = $3)` + ifClaimed + `
+ORDER BY id FOR UPDATE`
+)
+
 // TransitionPayment runs action (confirm, settle, cancel, refund) on the
 // tenant's payment id under the If-Match precondition: it locks the
-// payment, then the accounts the transition moves, in ascending id order.
+// payment, then the accounts the action moves, in ascending id order.
 func (s *Store) TransitionPayment(ctx context.Context, req domain.Request[domain.Payment], id, action string, pre domain.Precondition) (domain.Response, error) {
-	return safeFlow(ctx, s, req, func(ctx context.Context, tx pgx.Tx) (domain.Payment, *pgx.Batch, error) {
-		p, err := getPayment(ctx, tx, req.TenantID, id, selectPayment+` FOR UPDATE`)
-		if err != nil {
-			return domain.Payment{}, nil, err
-		}
-		t, err := p.Check(action, pre)
-		if err != nil {
-			return domain.Payment{}, nil, err
-		}
-		ids := make([]string, 0, 2)
-		for _, party := range t.Parties() {
-			ids = append(ids, p.Account(party))
-		}
-		locked, err := lockAccountSet(ctx, tx, req.TenantID, ids)
-		if err != nil {
-			return domain.Payment{}, nil, err
-		}
-		if len(locked) != len(ids) {
-			return domain.Payment{}, nil, errors.New("store: an account of payment " + p.ID + " is missing")
-		}
-		return planned(p.Apply(t, locked[p.PayerAccountID], locked[p.PayeeAccountID], s.now()))
+	var payments []paymentRow
+	var parties accountSet
+	return safeFlow(ctx, s, req, step[domain.Payment]{
+		lock: func(b *pgx.Batch, k domain.Idempotency) {
+			if domain.ValidID(domain.PrefixPayment, id) {
+				payer, payee := domain.ActionParties(action)
+				queueRows(b, &payments, lockPayment, k.TenantID, k.Key, id)
+				queueRows(b, &parties.rows, lockParties, k.TenantID, k.Key, id, payer, payee)
+			}
+		},
+		decide: func(context.Context, pgx.Tx) (domain.Payment, *pgx.Batch, error) {
+			if len(payments) != 1 {
+				return domain.Payment{}, nil, domain.NotFound("payment", id)
+			}
+			p := payments[0].payment()
+			t, err := p.Check(action, pre)
+			if err != nil {
+				return domain.Payment{}, nil, err
+			}
+			locked := parties.into(nil)
+			for _, party := range t.Parties() {
+				if _, ok := locked[p.Account(party)]; !ok {
+					return domain.Payment{}, nil, errors.New("store: an account of payment " + p.ID + " is missing")
+				}
+			}
+			return planned(p.Apply(t, locked[p.PayerAccountID], locked[p.PayeeAccountID], s.now()))
+		},
 	})
 }
 
@@ -141,15 +145,15 @@ func planned(c domain.PaymentChange, err error) (domain.Payment, *pgx.Batch, err
 // database refuses is rolled back to its savepoint and reported, and the
 // others commit. The batch's response is stored under its one key.
 func (s *Store) CreatePayments(ctx context.Context, req domain.Request[[]domain.BatchItem], items []domain.NewPayment) (domain.Response, error) {
-	return safeFlow(ctx, s, req, func(ctx context.Context, tx pgx.Tx) ([]domain.BatchItem, *pgx.Batch, error) {
+	var locked *accountSet
+	return safeFlow(ctx, s, req, step[[]domain.BatchItem]{lock: func(b *pgx.Batch, k domain.Idempotency) {
 		ids := make([]string, 0, 2*len(items))
 		for _, in := range items {
 			ids = append(ids, in.PayerAccountID, in.PayeeAccountID)
 		}
-		locked, err := lockAccountSet(ctx, tx, req.TenantID, ids)
-		if err != nil {
-			return nil, nil, err
-		}
+		locked = queueAccounts(b, k, lockAccounts, ids...)
+	}, decide: func(ctx context.Context, tx pgx.Tx) ([]domain.BatchItem, *pgx.Batch, error) {
+		locked := locked.into(nil)
 		now := s.now()
 		out := make([]domain.BatchItem, len(items))
 		for start := 0; start < len(items); start += batchChunk {
@@ -159,7 +163,7 @@ func (s *Store) CreatePayments(ctx context.Context, req domain.Request[[]domain.
 			}
 		}
 		return out, &pgx.Batch{}, nil
-	})
+	}})
 }
 
 // batchChunk is how many items of a batch are written under one savepoint.

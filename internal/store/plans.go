@@ -21,9 +21,10 @@ func HotQueries() []HotQuery {
 	return []HotQuery{
 		{"claim an idempotency key", claimKey, []any{"ten_big", "k", []byte("f"), "2030-01-01", "POST", "/v1/x"}, "idempotency_keys_pkey"},
 		{"read a key's stored answer", selectKey, []any{"ten_big", "k", "2030-01-01"}, "idempotency_keys_pkey"},
-		{"lock an account", selectAccount + ` FOR UPDATE`, []any{"ten_big", acct}, "accounts_pkey|accounts_tenant_list"},
-		{"lock a payment's accounts", lockAccounts, []any{"ten_big", []string{acct, payee}}, "accounts_pkey"},
-		{"lock a payment", selectPayment + ` FOR UPDATE`, []any{"ten_big", pay}, "payments_pkey|payments_tenant_list"},
+		{"lock an account", lockAccounts, []any{"ten_big", "k", []string{acct}}, "accounts_pkey|accounts_tenant_list"},
+		{"share-lock a payee", shareAccounts, []any{"ten_big", "k", []string{payee}}, "accounts_pkey|accounts_tenant_list"},
+		{"lock a payment", lockPayment, []any{"ten_big", "k", pay}, "payments_pkey|payments_tenant_list"},
+		{"lock a payment's accounts", lockParties, []any{"ten_big", "k", pay, true, true}, "accounts_pkey|accounts_tenant_list"},
 		{"entries page", listEntries, []any{"ten_big", acct, "", 21}, "ledger_entries_account"},
 		{"payments by status", listPayments, []any{"ten_big", "pending", "", "", 21}, "payments_tenant_list|payments_pkey"},
 		{"payments of an account", listPayments, []any{"ten_big", "", acct, "", 21}, "payments_payer"},

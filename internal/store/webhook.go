@@ -42,12 +42,12 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)`
 // started, so every request that starts after this one's 201 sees the
 // endpoint (migrations/00006_fan_out_without_lock.sql).
 func (s *Store) CreateWebhookEndpoint(ctx context.Context, req domain.Request[domain.WebhookEndpoint], in domain.NewWebhookEndpoint) (domain.Response, error) {
-	return safeFlow(ctx, s, req, func(ctx context.Context, tx pgx.Tx) (domain.WebhookEndpoint, *pgx.Batch, error) {
+	return safeFlow(ctx, s, req, step[domain.WebhookEndpoint]{decide: func(context.Context, pgx.Tx) (domain.WebhookEndpoint, *pgx.Batch, error) {
 		e := in.Create(req.TenantID, s.now())
 		b := &pgx.Batch{}
 		b.Queue(insertEndpoint, e.ID, e.TenantID, e.URL, e.EventTypes, e.Secret, e.Status, e.CreatedAt)
 		return e, b, nil
-	})
+	}})
 }
 
 const selectEndpoint = `SELECT ` + endpointColumns + ` FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2`
@@ -237,7 +237,9 @@ func (s *Store) ListDeliveries(ctx context.Context, tenantID string, f domain.De
 	return out, next, nil
 }
 
-const lockDelivery = `SELECT ` + deliveryColumns + ` FROM webhook_deliveries WHERE tenant_id = $1 AND id = $2 FOR UPDATE`
+// lockDelivery locks the tenant's delivery $3 when the transaction claimed
+// its key (ifClaimed).
+const lockDelivery = `SELECT ` + deliveryColumns + ` FROM webhook_deliveries WHERE tenant_id = $1 AND id = $3` + ifClaimed + ` FOR UPDATE`
 
 // A retried delivery keeps its id, event (so its webhook-id) and last error;
 // its attempts start again.
@@ -246,26 +248,40 @@ UPDATE webhook_deliveries
 SET status = 'pending', attempts = 0, next_attempt_at = $3, finished_at = NULL, lease = NULL, replays = replays + 1
 WHERE tenant_id = $1 AND id = ANY ($2) AND status = 'dead'`
 
+// reviveDelivery is reviveDeliveries for the one dead delivery $2 its
+// transaction locked, checked on the server (guardedOne).
+var reviveDelivery = guardedOne(`
+UPDATE webhook_deliveries
+SET status = 'pending', attempts = 0, next_attempt_at = $3, finished_at = NULL, lease = NULL, replays = replays + 1
+WHERE tenant_id = $1 AND id = $2 AND status = 'dead'`, "a dead delivery")
+
 const enableEndpoint = `UPDATE webhook_endpoints SET status = 'enabled' WHERE tenant_id = $1 AND id = $2 AND status = 'disabled'`
 
 // RetryDelivery makes a dead delivery pending again and wakes the relays.
 // Its endpoint is enabled again if a 410 had disabled it: retrying says the
 // receiver is back.
 func (s *Store) RetryDelivery(ctx context.Context, req domain.Request[domain.Delivery], id string) (domain.Response, error) {
-	return safeFlow(ctx, s, req, func(ctx context.Context, tx pgx.Tx) (domain.Delivery, *pgx.Batch, error) {
-		r, err := findOne[deliveryRow](ctx, tx, lockDelivery, "webhook delivery", domain.PrefixDelivery, req.TenantID, id)
-		if err != nil {
-			return domain.Delivery{}, nil, err
-		}
-		d, err := r.delivery().Retry(s.now())
-		if err != nil {
-			return domain.Delivery{}, nil, err
-		}
-		b := &pgx.Batch{}
-		b.Queue(reviveDeliveries, req.TenantID, []string{d.ID}, *d.NextAttemptAt).Exec(expectOne)
-		b.Queue(enableEndpoint, req.TenantID, d.EndpointID)
-		b.Queue(notifyRelays, outbox.Channel)
-		return d, b, nil
+	var locked []deliveryRow
+	return safeFlow(ctx, s, req, step[domain.Delivery]{
+		lock: func(b *pgx.Batch, k domain.Idempotency) {
+			if domain.ValidID(domain.PrefixDelivery, id) {
+				queueRows(b, &locked, lockDelivery, k.TenantID, k.Key, id)
+			}
+		},
+		decide: func(context.Context, pgx.Tx) (domain.Delivery, *pgx.Batch, error) {
+			if len(locked) != 1 {
+				return domain.Delivery{}, nil, domain.NotFound("webhook delivery", id)
+			}
+			d, err := locked[0].delivery().Retry(s.now())
+			if err != nil {
+				return domain.Delivery{}, nil, err
+			}
+			b := &pgx.Batch{}
+			b.Queue(reviveDelivery, req.TenantID, d.ID, *d.NextAttemptAt)
+			b.Queue(enableEndpoint, req.TenantID, d.EndpointID)
+			b.Queue(notifyRelays, outbox.Channel)
+			return d, b, nil
+		},
 	})
 }
 
@@ -274,28 +290,44 @@ func (s *Store) RetryDelivery(ctx context.Context, req domain.Request[domain.Del
 // disable an endpoint) all go that way, so they cannot wait for each other
 // in a cycle; deleting an endpoint locks deliveries before the endpoint as
 // well.
-const lockDeadOfTarget = `SELECT id FROM webhook_deliveries WHERE tenant_id = $1 AND status = 'dead' AND endpoint_id = $2 ORDER BY id FOR UPDATE`
+const (
+	readEndpointIfClaimed = `SELECT ` + endpointColumns + ` FROM webhook_endpoints WHERE tenant_id = $1 AND id = $3` + ifClaimed
+	lockDeadOfTarget      = `SELECT id FROM webhook_deliveries WHERE tenant_id = $1 AND status = 'dead' AND endpoint_id = $3` + ifClaimed + ` ORDER BY id FOR UPDATE`
+)
+
+type idRow struct {
+	ID string `db:"id"`
+}
 
 // ReplayDead makes every dead delivery of the endpoint pending again (with
 // its webhook-id kept) and enables the endpoint. Only dead rows move, so
 // replaying again moves nothing new. The endpoint is read, not locked: if it
 // is deleted meanwhile, its deliveries go with it and the update finds none.
 func (s *Store) ReplayDead(ctx context.Context, req domain.Request[domain.Replay], endpointID string) (domain.Response, error) {
-	return safeFlow(ctx, s, req, func(ctx context.Context, tx pgx.Tx) (domain.Replay, *pgx.Batch, error) {
-		if _, err := getEndpoint(ctx, tx, req.TenantID, endpointID, selectEndpoint); err != nil {
-			return domain.Replay{}, nil, err
-		}
-		rows, _ := tx.Query(ctx, lockDeadOfTarget, req.TenantID, endpointID)
-		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return domain.Replay{}, nil, err
-		}
-		b := &pgx.Batch{}
-		b.Queue(enableEndpoint, req.TenantID, endpointID)
-		if len(ids) > 0 {
-			b.Queue(reviveDeliveries, req.TenantID, ids, s.now())
-			b.Queue(notifyRelays, outbox.Channel)
-		}
-		return domain.Replay{Object: "webhook_replay", EndpointID: endpointID, Replayed: len(ids)}, b, nil
+	var endpoints []endpointRow
+	var dead []idRow
+	return safeFlow(ctx, s, req, step[domain.Replay]{
+		lock: func(b *pgx.Batch, k domain.Idempotency) {
+			if domain.ValidID(domain.PrefixEndpoint, endpointID) {
+				queueRows(b, &endpoints, readEndpointIfClaimed, k.TenantID, k.Key, endpointID)
+				queueRows(b, &dead, lockDeadOfTarget, k.TenantID, k.Key, endpointID)
+			}
+		},
+		decide: func(context.Context, pgx.Tx) (domain.Replay, *pgx.Batch, error) {
+			if len(endpoints) != 1 {
+				return domain.Replay{}, nil, domain.NotFound("webhook endpoint", endpointID)
+			}
+			ids := make([]string, len(dead))
+			for i, r := range dead {
+				ids[i] = r.ID
+			}
+			b := &pgx.Batch{}
+			b.Queue(enableEndpoint, req.TenantID, endpointID)
+			if len(ids) > 0 {
+				b.Queue(reviveDeliveries, req.TenantID, ids, s.now())
+				b.Queue(notifyRelays, outbox.Channel)
+			}
+			return domain.Replay{Object: "webhook_replay", EndpointID: endpointID, Replayed: len(ids)}, b, nil
+		},
 	})
 }
