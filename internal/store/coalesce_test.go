@@ -134,7 +134,7 @@ func asDomain(err error, de **domain.Error) bool { return errors.As(err, de) }
 // when retried under its key.
 func TestCoalescedGroupLosesItsCommit(t *testing.T) {
 	t.Parallel()
-	for _, fault := range []faultproxy.CommitFault{faultproxy.LoseCommit} {
+	for _, fault := range []faultproxy.CommitFault{faultproxy.LoseCommit, faultproxy.LoseReply} {
 		ctx := context.Background()
 		pool := testdb.New(t)
 		proxy, proxied := faultproxy.Around(t, pool)
