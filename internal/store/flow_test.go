@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -160,4 +161,46 @@ func TestAReplayWaitsForNoBusinessRow(t *testing.T) {
 	}
 	_ = holder.Rollback(ctx)
 	testdb.CheckInvariants(t, pool)
+}
+
+// The rows a request writes carry no foreign key to tenants (migration
+// 00011: it made every transaction of a tenant lock the tenant's row). The
+// invariant that replaces it finds a row of a tenant that does not exist,
+// and a movement on another tenant's account.
+func TestTheTenantInvariantFindsWhatTheForeignKeysCaught(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.New(t)
+	st := store.New(pool, store.Options{})
+	tenant, accounts := tenantWithAccounts(t, st, 1)
+	if _, err := st.Move(ctx, testdb.Request(tenant, "dep", "dep", movementID), domain.NewMovement{Kind: domain.KindDeposit, AccountID: accounts[0].ID, Amount: 5}); err != nil {
+		t.Fatal(err)
+	}
+	var inv store.Invariant
+	for _, i := range store.Invariants {
+		if strings.Contains(i.Name, "names an existing tenant") {
+			inv = i
+		}
+	}
+	check := func() []store.Violation {
+		t.Helper()
+		v, err := store.CheckInvariant(ctx, pool, inv, store.Horizons{})
+		if err != nil {
+			t.Fatalf("%s: %v", inv.Name, err)
+		}
+		return v
+	}
+	if v := check(); len(v) != 0 {
+		t.Fatalf("on a sound database: %v", v)
+	}
+	if _, err := pool.Exec(ctx, `
+		INSERT INTO tenants (id, name, created_at) VALUES ('ten_other', 'other', now());
+		INSERT INTO idempotency_keys (tenant_id, key, fingerprint, expires_at) VALUES ('ten_ghost', 'k', '', now() + interval '1h');
+		UPDATE movements SET tenant_id = 'ten_other';`); err != nil {
+		t.Fatal(err)
+	}
+	v := check()
+	if len(v) != 2 || !strings.Contains(fmt.Sprint(v), "idempotency key k: ten_ghost") || !strings.Contains(fmt.Sprint(v), "movement dep_") {
+		t.Errorf("violations %v, want the ghost tenant's key and the movement on another tenant's account", v)
+	}
 }

@@ -60,6 +60,20 @@ var Invariants = []Invariant{
 	{"1. every ledger line is on an account of its tenant and currency", `
 		SELECT l.id, l.account_id FROM ledger_entries l
 		WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = l.account_id AND a.tenant_id = l.tenant_id AND a.currency = l.currency)`, ""},
+	{"1. every row written by a request names an existing tenant, and accounts of that tenant", `
+		SELECT 'idempotency key ' || k.key, k.tenant_id FROM idempotency_keys k WHERE NOT EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
+		UNION ALL
+		SELECT 'event ' || e.id, e.tenant_id FROM events e WHERE NOT EXISTS (SELECT 1 FROM tenants t WHERE t.id = e.tenant_id)
+		UNION ALL
+		SELECT 'transition ' || pt.payment_id || ' v' || pt.version, pt.tenant_id FROM payment_transitions pt
+		WHERE NOT EXISTS (SELECT 1 FROM payments p WHERE p.id = pt.payment_id AND p.tenant_id = pt.tenant_id)
+		UNION ALL
+		SELECT 'movement ' || m.id, m.tenant_id FROM movements m
+		WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = m.account_id AND a.tenant_id = m.tenant_id)
+		UNION ALL
+		SELECT 'payment ' || p.id, p.tenant_id FROM payments p
+		WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = p.payer_account_id AND a.tenant_id = p.tenant_id)
+		   OR NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = p.payee_account_id AND a.tenant_id = p.tenant_id)`, ""},
 	{"2. cached balances equal the sums of the ledger lines", `
 		SELECT a.id, format('cached %s/%s/%s, ledger %s/%s/%s', a.available, a.held, a.incoming, l.av, l.he, l.inc)` + staleCaches, ""},
 	{"2. system accounts carry no cache (their balance is their ledger)", `
