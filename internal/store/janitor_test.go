@@ -2,7 +2,9 @@ package store_test
 
 import (
 	"context"
+	"encoding/json"
 	"os"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -65,6 +67,30 @@ func TestExpiredKeysAreFreedAndPurged(t *testing.T) {
 		t.Fatalf("past the TTL the key was still replayed: %s", r.Body)
 	}
 
+	// A deposit under an expired key: the key is released and claimed again
+	// in a second round trip, and the account's locking read, guarded by
+	// the claim, must travel again with it.
+	var acct domain.Account
+	if err := json.Unmarshal(first.Body, &acct); err != nil {
+		t.Fatal(err)
+	}
+	deposit := func(amount int64) domain.Response {
+		t.Helper()
+		resp, err := st.Move(ctx, testdb.Request(tenant, "d", strconv.FormatInt(amount, 10), movementID),
+			domain.NewMovement{Kind: domain.KindDeposit, AccountID: acct.ID, Amount: amount})
+		if err != nil || resp.Status != 201 || resp.Replayed {
+			t.Fatalf("deposit of %d under d: %d %s (replayed %v), %v; want a fresh 201", amount, resp.Status, resp.Body, resp.Replayed, err)
+		}
+		return resp
+	}
+	deposit(3)
+	c.Add(61 * time.Minute)
+	deposit(4)
+	var available int64
+	if err := pool.QueryRow(ctx, "SELECT available FROM accounts WHERE id = $1", acct.ID).Scan(&available); err != nil || available != 7 {
+		t.Fatalf("balance after a deposit under a key and another under it once expired: %d, %v; want 7", available, err)
+	}
+
 	// The janitor deletes expired records in batches and leaves live ones.
 	for i := range 5 {
 		create("old-"+string(rune('a'+i)), "fp")
@@ -75,8 +101,8 @@ func TestExpiredKeysAreFreedAndPurged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 6 { // the five old keys and the re-claimed "k"
-		t.Errorf("purged %d, want 6", n)
+	if n != 7 { // the five old keys, the re-claimed "k" and "d"
+		t.Errorf("purged %d, want 7", n)
 	}
 	if left := keysLeft(); left != 1 {
 		t.Errorf("%d keys left, want 1 (fresh)", left)
