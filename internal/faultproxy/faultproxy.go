@@ -23,8 +23,12 @@ import (
 type CommitFault int
 
 const (
-	// LoseReply forwards the COMMIT and drops the client's connection before
-	// the reply reaches it: the transaction commits, the client cannot know.
+	// LoseReply forwards the COMMIT, drops the server's replies from then
+	// on, and drops the client's connection once the server has processed
+	// the COMMIT: the transaction commits, the client cannot know. (Dropping
+	// it earlier would not do: pgx answers a lost connection with a cancel
+	// request, which would cancel a statement still running before the
+	// COMMIT, and the transaction would roll back.)
 	LoseReply CommitFault = iota + 1
 	// LoseCommit drops both connections before the COMMIT reaches the
 	// server: the transaction rolls back.
@@ -206,7 +210,12 @@ func (p *Proxy) take(pr *pair, typ byte, body []byte) (CommitFault, time.Duratio
 }
 
 func (p *Proxy) fromClient(pr *pair) {
-	defer pr.client.Close()
+	keepClient := false // LoseReply: fromServer closes it
+	defer func() {
+		if !keepClient {
+			_ = pr.client.Close()
+		}
+	}()
 	// The startup packet (or a cancel request) has no type byte.
 	if err := copyUntyped(pr.server, pr.client); err != nil {
 		_ = pr.server.Close()
@@ -235,15 +244,18 @@ func (p *Proxy) fromClient(pr *pair) {
 					break
 				}
 			}
-			_ = pr.client.Close() // the server's side closes after its reply (fromServer)
+			keepClient = true
 			close(fired)
-			return
+			return // both sides close once the server has answered (fromServer)
 		case LoseCommit:
 			_ = pr.client.Close()
 			_ = pr.server.Close()
 			close(fired)
 			return
 		case HoldOpen:
+			// The server's replies to what it is still running are dropped,
+			// not written to the closed client, which would end the pair.
+			pr.muteOnce.Do(func() { close(pr.mute) })
 			_ = pr.client.Close()
 			close(fired)
 			time.AfterFunc(hold, func() { _ = pr.server.Close() })
@@ -271,6 +283,7 @@ func (p *Proxy) fromServer(pr *pair) {
 		select {
 		case <-pr.mute:
 			if typ == 'Z' { // ReadyForQuery: the COMMIT has been processed
+				_ = pr.client.Close()
 				return
 			}
 			continue

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -15,17 +16,21 @@ import (
 )
 
 // Hot rows. Requests that lock the same account one after another each
-// hold its row lock for several round trips and a commit, then hand it to
-// the next waiting backend. With Options.Coalesce the deposits and
-// withdrawals one process has in flight for one account are run in one
-// transaction that takes the account's lock once and commits once:
+// hold its row lock through their writes and commit, then hand it to the
+// next waiting backend. With Options.Coalesce the requests one process has
+// in flight for one hot account run in one transaction that takes the
+// account's lock once and commits once: the deposits and withdrawals of an
+// account, and the transitions that move a payee's books (confirm, settle,
+// refund: many payments to one merchant).
 //
-//   - each request keeps its own idempotency claim, its own decision (in
-//     arrival order, on the books the previous ones left), its own ledger
-//     lines, event and stored answer, each inside a savepoint of its own;
+//   - each request runs its own step, as it would alone (its claim, its
+//     locking reads, its decision on what they read, its writes, its stored
+//     answer), inside a savepoint of its own, in arrival order: it sees
+//     what the requests before it in the group wrote;
 //   - a refusal of one (decided, or raised by a write) is stored for it and
-//     changes no other's answer; a request whose claim is held by another
-//     transaction, or that fails otherwise, is taken out and run alone after;
+//     changes no other's answer; a request whose claim or rows are held by
+//     another transaction (past 50 ms), or that fails otherwise, is taken
+//     out and run alone after;
 //   - the same request sent again within a group (same key, same body) gets
 //     the first one's answer, replayed, without another round trip;
 //   - a request never waits for a gathering window: a group is whatever
@@ -34,6 +39,11 @@ import (
 //     applied and every request runs alone, with its own retries (a COMMIT
 //     whose reply is lost is looked into request by request).
 //
+// The group locks the hot account before its requests claim their keys and
+// lock their other rows (a payment, its payer), against the global lock
+// order; the 50 ms lock_timeout of those steps is what keeps that from
+// deadlocking: a request that would wait is taken out instead.
+//
 // Several API processes on one database each coalesce their own; their
 // groups take the account's row lock in turn like single requests do.
 
@@ -41,85 +51,83 @@ import (
 // and its writes), and 64 per transaction is the most a backend caches.
 const maxGroup = 24
 
-// coalescer queues moves per account.
-type coalescer struct {
+// coalescer queues the requests of one kind (T: what their steps decide)
+// by the hot account they lock.
+type coalescer[T any] struct {
 	mu     sync.Mutex
-	queues map[string]*moveQueue
+	queues map[hotRow][]*member[T]
 }
 
-type moveQueue struct{ pending []*moveReq }
+// hotRow is the account a group locks first.
+type hotRow struct{ tenantID, accountID string }
 
-type moveReq struct {
+// member is a request waiting in a coalescer, with the step it runs.
+type member[T any] struct {
 	ctx  context.Context
-	req  domain.Request[domain.Movement]
-	in   domain.NewMovement
-	done chan moveResult
+	req  domain.Request[T]
+	step step[T]
+	done chan groupResult
 }
 
-type moveResult struct {
+type groupResult struct {
 	resp domain.Response
 	err  error
 }
 
-func newCoalescer() *coalescer { return &coalescer{queues: map[string]*moveQueue{}} }
+func newCoalescer[T any]() *coalescer[T] { return &coalescer[T]{queues: map[hotRow][]*member[T]{}} }
 
-// submit queues the move and waits for its answer. The first move of an
-// account starts the loop that runs its groups.
-func (c *coalescer) submit(ctx context.Context, s *Store, req domain.Request[domain.Movement], in domain.NewMovement) (domain.Response, error) {
-	r := &moveReq{ctx: ctx, req: req, in: in, done: make(chan moveResult, 1)}
-	key := req.TenantID + "/" + in.AccountID
+// submit queues the request and waits for its answer. The first request of
+// an account starts the loop that runs its groups.
+func (c *coalescer[T]) submit(ctx context.Context, s *Store, hot hotRow, req domain.Request[T], st step[T]) (domain.Response, error) {
+	m := &member[T]{ctx: ctx, req: req, step: st, done: make(chan groupResult, 1)}
 	c.mu.Lock()
-	q, running := c.queues[key]
-	if !running {
-		q = &moveQueue{}
-		c.queues[key] = q
-	}
-	q.pending = append(q.pending, r)
+	q, running := c.queues[hot]
+	c.queues[hot] = append(q, m)
 	c.mu.Unlock()
 	if !running {
-		go c.run(s, key, q)
+		go c.run(s, hot)
 	}
-	res := <-r.done
+	res := <-m.done
 	return res.resp, res.err
 }
 
-// run takes the account's queued moves, up to maxGroup at a time, until
-// none is left.
-func (c *coalescer) run(s *Store, key string, q *moveQueue) {
+// run takes the account's queued requests, up to maxGroup at a time,
+// until none is left.
+func (c *coalescer[T]) run(s *Store, hot hotRow) {
 	for {
 		c.mu.Lock()
-		n := min(len(q.pending), maxGroup)
-		group := q.pending[:n:n]
-		q.pending = q.pending[n:]
+		q := c.queues[hot]
+		n := min(len(q), maxGroup)
+		group := q[:n:n]
 		if n == 0 {
-			delete(c.queues, key)
+			delete(c.queues, hot)
+		} else {
+			c.queues[hot] = q[n:]
 		}
 		c.mu.Unlock()
 		if n == 0 {
 			return
 		}
-		if n == 1 {
-			r := group[0]
-			resp, err := s.moveAlone(r.ctx, r.req, r.in)
-			r.done <- moveResult{resp, err}
-			continue
+		alone := group
+		if n > 1 {
+			s.opt.Metrics.coalesced(n)
+			alone = runGroup(s, hot, group)
 		}
-		s.opt.Metrics.coalesced(n)
-		alone := s.moveGroup(group)
-		for _, r := range alone {
-			resp, err := s.moveAlone(r.ctx, r.req, r.in)
-			r.done <- moveResult{resp, err}
+		for _, m := range alone {
+			resp, err := safeFlow(m.ctx, s, m.req, m.step)
+			m.done <- groupResult{resp, err}
 		}
 	}
 }
 
-// groupSavepoint and writesSavepoint isolate one request of a group, and
-// its writes within it.
+// groupSavepoint isolates one request of a group (its writes have the
+// savepoint of the safe flow within it).
 const (
 	groupSavepoint  = "safeflow_request"
 	releaseRequest  = "RELEASE SAVEPOINT " + groupSavepoint
 	undoRequest     = "ROLLBACK TO SAVEPOINT " + groupSavepoint + "; RELEASE SAVEPOINT " + groupSavepoint
 	claimLockTimout = "SET LOCAL lock_timeout = '50ms'"
+	lockHotAccount  = `SELECT id FROM accounts WHERE tenant_id = $1 AND id = $2 AND kind = 'customer' FOR UPDATE`
 )
 
 // inGroup is what became of a request in its group's transaction.
@@ -131,47 +139,45 @@ const (
 	takenOut                // rolled back to its savepoint: it runs alone after the group
 )
 
-// moveGroup runs the group in one transaction and answers the requests it
+// runGroup runs the group in one transaction and answers the requests it
 // could; it returns those to run alone (all of them if the group failed).
-func (s *Store) moveGroup(group []*moveReq) (alone []*moveReq) {
+func runGroup[T any](s *Store, hot hotRow, group []*member[T]) (alone []*member[T]) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	answers := map[*moveReq]moveResult{}
-	outcomes := map[*moveReq]inGroup{}
-	committed, err := s.moveGroupOnce(ctx, group, answers, outcomes)
+	answers := map[*member[T]]groupResult{}
+	outcomes := map[*member[T]]inGroup{}
+	committed, err := groupOnce(ctx, s, hot, group, answers, outcomes)
 	switch {
 	case err == nil && committed:
 	case errors.Is(err, errCommitLost):
 		// The COMMIT's outcome is unknown: each request that stored its
 		// answer looks into its own key; the others run again alone.
-		for _, r := range group {
-			switch outcomes[r] {
+		for _, m := range group {
+			switch outcomes[m] {
 			case stored:
-				resp, lerr := s.commitFailed(ctx, r.req.Idempotency, err)
-				answers[r] = moveResult{resp, lerr}
+				resp, lerr := s.commitFailed(ctx, m.req.Idempotency, err)
+				answers[m] = groupResult{resp, lerr}
 			default:
-				delete(answers, r)
-				outcomes[r] = takenOut
+				delete(answers, m)
+				outcomes[m] = takenOut
 			}
 		}
 	default: // nothing of the group was applied: each runs alone
 		return group
 	}
-	for _, r := range group {
-		if outcomes[r] == takenOut {
-			alone = append(alone, r)
+	for _, m := range group {
+		if outcomes[m] == takenOut {
+			alone = append(alone, m)
 			continue
 		}
-		r.done <- answers[r]
+		m.done <- answers[m]
 	}
 	return alone
 }
 
-// moveGroupOnce is the group's transaction. It records each request's
-// answer (valid only if the transaction commits) and what became of it.
-func (s *Store) moveGroupOnce(ctx context.Context, group []*moveReq, answers map[*moveReq]moveResult, outcomes map[*moveReq]inGroup) (committed bool, err error) {
-	first := group[0]
-	tenantID, accountID := first.req.TenantID, first.in.AccountID
+// groupOnce is the group's transaction. It records each request's answer
+// (valid only if the transaction commits) and what became of it.
+func groupOnce[T any](ctx context.Context, s *Store, hot hotRow, group []*member[T], answers map[*member[T]]groupResult, outcomes map[*member[T]]inGroup) (committed bool, err error) {
 	ended := s.opt.Metrics.began()
 	defer func() { ended(committed, err) }()
 	conn, err := s.pool.Acquire(ctx)
@@ -182,48 +188,48 @@ func (s *Store) moveGroupOnce(ctx context.Context, group []*moveReq, answers map
 	tx := &openTx{conn: conn.Conn()}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 
+	// BEGIN, the hot account's lock (waiting as long as a request would),
+	// then a short lock_timeout for everything the requests lock: a claim
+	// or a row held by another transaction takes its request out rather
+	// than make the whole group wait.
 	b := &pgx.Batch{}
 	for _, q := range s.beginStatements() {
 		b.Queue(q)
 	}
+	var found bool
+	b.Queue(lockHotAccount, hot.tenantID, hot.accountID).Exec(func(ct pgconn.CommandTag) error {
+		found = ct.RowsAffected() == 1
+		return nil
+	})
+	b.Queue(claimLockTimout)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return false, err
 	}
-	acct, err := getAccount(ctx, tx, tenantID, accountID, selectAccount+` FOR UPDATE`)
-	if err != nil {
-		return false, err // not found, or the lock: each alone says so
+	if !found {
+		return false, errors.New("store: the hot account is gone") // each alone says what it is
 	}
-	sys, err := s.systemAccountID(ctx, tx, tenantID, acct.Currency)
-	if err != nil {
-		return false, err
-	}
-	// A claim held by another transaction takes its request out rather
-	// than make the whole group wait.
-	if _, err := tx.Exec(ctx, claimLockTimout); err != nil {
-		return false, err
-	}
-	firsts := map[string]*moveReq{} // by key: the group's first request with it
-	for _, r := range group {
-		if f, ok := firsts[r.req.Key]; ok && bytes.Equal(f.req.Fingerprint, r.req.Fingerprint) {
+	firsts := map[string]*member[T]{} // by key: the group's first request with it
+	for _, m := range group {
+		if f, ok := firsts[m.req.Key]; ok && bytes.Equal(f.req.Fingerprint, m.req.Fingerprint) {
 			// The same request again: the answer of the first, replayed.
 			switch outcomes[f] {
 			case takenOut:
-				outcomes[r] = takenOut
+				outcomes[m] = takenOut
 			default:
 				ans := answers[f]
 				ans.resp.Replayed = ans.err == nil
-				answers[r], outcomes[r] = ans, answered
+				answers[m], outcomes[m] = ans, answered
 			}
 			continue
 		}
-		if _, ok := firsts[r.req.Key]; !ok {
-			firsts[r.req.Key] = r
+		if _, ok := firsts[m.req.Key]; !ok {
+			firsts[m.req.Key] = m
 		}
-		next, outcome, err := s.moveInGroup(ctx, tx, r, acct, sys, answers)
+		outcome, err := runInGroup(ctx, s, tx, m, answers)
 		if err != nil {
 			return false, err
 		}
-		outcomes[r], acct = outcome, next
+		outcomes[m] = outcome
 	}
 	if err := tx.Commit(context.WithoutCancel(ctx)); err != nil {
 		var pg *pgconn.PgError
@@ -236,71 +242,67 @@ func (s *Store) moveGroupOnce(ctx context.Context, group []*moveReq, answers map
 	return true, nil
 }
 
-// moveInGroup applies one request of a group inside its savepoint and
-// returns the account after it and what became of the request; err fails
-// the whole group.
-func (s *Store) moveInGroup(ctx context.Context, tx *openTx, r *moveReq, acct domain.Account, sys string, answers map[*moveReq]moveResult) (domain.Account, inGroup, error) {
-	req, now := r.req, s.now()
+// runInGroup runs one request's step inside its savepoint, as safeFlowOnce
+// would alone: its claim with its locking reads in one round trip, its
+// writes with its stored answer in another. It returns what became of the
+// request; err fails the whole group.
+func runInGroup[T any](ctx context.Context, s *Store, tx *openTx, m *member[T], answers map[*member[T]]groupResult) (inGroup, error) {
+	req := m.req
 	b := &pgx.Batch{}
 	b.Queue("SAVEPOINT " + groupSavepoint)
-	c := s.queueClaim(b, req.Idempotency, now)
+	c := s.queueClaim(b, req.Idempotency, s.now())
+	if m.step.lock != nil {
+		m.step.lock(b, req.Idempotency)
+	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return acct, takenOut, s.undo(ctx, tx)
+		return takenOut, s.undo(ctx, tx)
 	}
 	if resp, claimed, again, err := c.outcome(req.Idempotency); !claimed {
 		// A key finished earlier (in this group too): its answer is final.
 		// One that needs claiming again, or is broken, runs alone.
 		var de *domain.Error
 		if again || err != nil && !errors.As(err, &de) {
-			return acct, takenOut, s.undo(ctx, tx)
+			return takenOut, s.undo(ctx, tx)
 		}
-		answers[r] = moveResult{resp, err}
-		return acct, answered, s.undo(ctx, tx)
+		answers[m] = groupResult{resp, err}
+		return answered, s.undo(ctx, tx)
 	}
-	p, derr := acct.Move(r.in, sys, now)
-	var resp domain.Response
-	var err error
-	if derr == nil {
-		resp, err = req.Render(p.Movement)
-		if err != nil {
-			return acct, takenOut, s.undo(ctx, tx)
-		}
-		b = &pgx.Batch{}
-		b.Queue("SAVEPOINT " + savepoint)
-		if err := queueMove(b, req.TenantID, r.in, p, now); err != nil {
-			return acct, takenOut, s.undo(ctx, tx)
-		}
-		b.Queue("RELEASE SAVEPOINT " + savepoint)
-		queueComplete(b, req.Idempotency, resp)
-		b.Queue(releaseRequest)
-		err = translate(tx.SendBatch(ctx, b).Close())
-		if err == nil {
-			answers[r] = moveResult{resp: resp}
-			return p.Account, stored, nil
-		}
-		if _, refused := storedRefusal(err); !refused {
-			return acct, takenOut, s.undo(ctx, tx)
-		}
-		if _, rbErr := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT "+savepoint); rbErr != nil {
-			return acct, takenOut, rbErr
-		}
-		derr = err
+	resp, writes, err := decided(ctx, tx, req, m.step.decide)
+	if refusal, refused := storedRefusal(err); refused {
+		resp, err = req.Refuse(refusal)
+		writes = &pgx.Batch{}
 	}
-	refusal, refused := storedRefusal(translate(derr))
-	if !refused {
-		return acct, takenOut, s.undo(ctx, tx)
+	if err != nil {
+		return takenOut, s.undo(ctx, tx)
+	}
+	queueComplete(writes, req.Idempotency, resp)
+	writes.Queue(releaseRequest)
+	err = translate(tx.SendBatch(ctx, writes).Close())
+	if err == nil {
+		answers[m] = groupResult{resp: resp}
+		return stored, nil
+	}
+	refusal, refused := storedRefusal(err)
+	if !refused { // a write failed: nothing of this request stays
+		return takenOut, s.undo(ctx, tx)
+	}
+	// A refusal raised by a write: its writes roll back, the refusal is
+	// stored. Without arguments, pgx sends this as one simple-protocol
+	// message: nothing is prepared while the transaction is aborted.
+	if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT "+savepoint); err != nil {
+		return takenOut, err
 	}
 	if resp, err = req.Refuse(refusal); err != nil {
-		return acct, takenOut, s.undo(ctx, tx)
+		return takenOut, s.undo(ctx, tx)
 	}
 	b = &pgx.Batch{}
 	queueComplete(b, req.Idempotency, resp)
 	b.Queue(releaseRequest)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return acct, takenOut, s.undo(ctx, tx)
+		return takenOut, s.undo(ctx, tx)
 	}
-	answers[r] = moveResult{resp: resp}
-	return acct, stored, nil
+	answers[m] = groupResult{resp: resp}
+	return stored, nil
 }
 
 // undo rolls a request of a group back to its savepoint; an error here
@@ -308,4 +310,31 @@ func (s *Store) moveInGroup(ctx context.Context, tx *openTx, r *moveReq, acct do
 func (s *Store) undo(ctx context.Context, tx *openTx) error {
 	_, err := tx.Exec(ctx, undoRequest)
 	return err
+}
+
+// payees remembers the payee of the payments this process created or
+// moved (a payment's payee never changes), so that a transition can be
+// queued by its payee before it reads the payment. It forgets everything
+// past maxPayees entries; a transition whose payee it does not know runs
+// alone.
+type payees struct {
+	m sync.Map // payment id → payee account id
+	n atomic.Int64
+}
+
+const maxPayees = 100_000
+
+func (p *payees) remember(pay domain.Payment) {
+	if _, loaded := p.m.LoadOrStore(pay.ID, pay.PayeeAccountID); !loaded && p.n.Add(1) > maxPayees {
+		p.m.Clear()
+		p.n.Store(0)
+	}
+}
+
+func (p *payees) of(paymentID string) (string, bool) {
+	v, ok := p.m.Load(paymentID)
+	if !ok {
+		return "", false
+	}
+	return v.(string), true
 }

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -201,4 +202,137 @@ func TestCoalescedGroupLosesItsCommit(t *testing.T) {
 		}
 		testdb.CheckInvariants(t, pool)
 	}
+}
+
+// Many payments to one merchant, through two stores (two API processes)
+// with Options.Coalesce: the transitions that move the payee's books run in
+// groups on it. The storm mixes confirms, the same confirm sent again,
+// a second confirm of a payment under another key, a key reused with
+// another body and settles racing their confirm. Each payment is confirmed
+// exactly once, every answer is one it could have had alone, and the
+// payee's books and the invariants agree.
+func TestCoalescedTransitionsToOnePayee(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.New(t)
+	reg, otherReg := prometheus.NewRegistry(), prometheus.NewRegistry()
+	st := store.New(pool, store.Options{Coalesce: true, Metrics: store.NewMetrics(reg)})
+	other := store.New(pool, store.Options{Coalesce: true, Metrics: store.NewMetrics(otherReg)})
+	const n = 30
+	tenant, accounts := tenantWithAccounts(t, st, n+1)
+	payee := accounts[n]
+	stores := func(i int) *store.Store { return []*store.Store{st, other}[i%2] }
+	payments := make([]domain.Payment, n)
+	for i := range n {
+		key := fmt.Sprintf("fund-%d", i)
+		if _, err := st.Move(ctx, testdb.Request(tenant, key, key, movementID), domain.NewMovement{Kind: domain.KindDeposit, AccountID: accounts[i].ID, Amount: 100}); err != nil {
+			t.Fatal(err)
+		}
+		key = fmt.Sprintf("pay-%d", i)
+		res, err := stores(i).CreatePayment(ctx, testdb.Request(tenant, key, key, func(p domain.Payment) string { return p.ID }),
+			domain.NewPayment{PayerAccountID: accounts[i].ID, PayeeAccountID: payee.ID, Amount: 10, Currency: "USD"})
+		if err != nil || res.Status != http.StatusCreated {
+			t.Fatalf("payment %d: %+v %v", i, res, err)
+		}
+		if err := json.Unmarshal(res.Body, &payments[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	type sent struct {
+		i           int // the payment
+		key, fp     string
+		action      string
+		resp        domain.Response
+		err         error
+		storeOfTurn int
+	}
+	var reqs []*sent
+	for i := range n {
+		reqs = append(reqs, &sent{i: i, key: fmt.Sprintf("conf-%d", i), fp: "confirm", action: domain.ActionConfirm, storeOfTurn: i})
+	}
+	for i := range 10 { // the same request again, three times
+		for k := range 3 {
+			reqs = append(reqs, &sent{i: i, key: fmt.Sprintf("conf-%d", i), fp: "confirm", action: domain.ActionConfirm, storeOfTurn: i + k})
+		}
+	}
+	for i := 10; i < 15; i++ { // the payment confirmed again under another key
+		reqs = append(reqs, &sent{i: i, key: fmt.Sprintf("conf2-%d", i), fp: "confirm", action: domain.ActionConfirm, storeOfTurn: i})
+	}
+	reqs = append(reqs, &sent{i: 15, key: "conf-15", fp: "another body", action: domain.ActionConfirm, storeOfTurn: 15})
+	for i := 20; i < n; i++ { // settles racing their confirm
+		reqs = append(reqs, &sent{i: i, key: fmt.Sprintf("settle-%d", i), fp: "settle", action: domain.ActionSettle, storeOfTurn: i + 1})
+	}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for _, r := range reqs {
+		wg.Go(func() {
+			<-start
+			r.resp, r.err = stores(r.storeOfTurn).TransitionPayment(ctx, transitionRequest(tenant, r.key, r.fp), payments[r.i].ID, r.action, domain.Precondition{})
+		})
+	}
+	close(start)
+	wg.Wait()
+
+	first := map[string]domain.Response{} // key → its first fresh answer
+	for _, r := range reqs {
+		var de *domain.Error
+		switch {
+		case r.err != nil && asDomain(r.err, &de) && de.Code == domain.CodeIdempotencyKeyReused && r.key == "conf-15":
+		case r.err != nil:
+			t.Errorf("%s: %v", r.key, r.err)
+		case r.resp.Status == http.StatusOK || r.resp.Status == http.StatusUnprocessableEntity && string(r.resp.Body) == domain.CodeInvalidTransition:
+			if f, ok := first[r.key]; ok && (string(f.Body) != string(r.resp.Body) || !r.resp.Replayed && !f.Replayed) {
+				t.Errorf("%s answered %s fresh twice or differently: %s", r.key, f.Body, r.resp.Body)
+			}
+			if _, ok := first[r.key]; !ok || !r.resp.Replayed {
+				first[r.key] = r.resp
+			}
+		default:
+			t.Errorf("%s: %d %s", r.key, r.resp.Status, r.resp.Body)
+		}
+	}
+	// A second wave on the confirmed payments: settles and refunds, which
+	// move the payee's books too, all at once.
+	wave := map[int]string{}
+	for i := range 20 {
+		wave[i] = domain.ActionSettle
+	}
+	for i := 20; i < 25; i++ {
+		wave[i] = domain.ActionRefund
+	}
+	for i, action := range wave {
+		wg.Go(func() {
+			key := fmt.Sprintf("%s-2-%d", action, i)
+			res, err := stores(i).TransitionPayment(ctx, transitionRequest(tenant, key, key), payments[i].ID, action, domain.Precondition{})
+			if err != nil || res.Status != http.StatusOK && string(res.Body) != domain.CodeInvalidTransition {
+				t.Errorf("%s of payment %d: %d %s, %v", action, i, res.Status, res.Body, err)
+			}
+		})
+	}
+	wg.Wait()
+	var confirms, settled, confirmedOnly, refunded int
+	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM payment_transitions WHERE action = 'confirm'),
+		(SELECT count(*) FROM payments WHERE status = 'settled'), (SELECT count(*) FROM payments WHERE status = 'confirmed'),
+		(SELECT count(*) FROM payments WHERE status = 'refunded')`).
+		Scan(&confirms, &settled, &confirmedOnly, &refunded); err != nil {
+		t.Fatal(err)
+	}
+	if confirms != n || settled+confirmedOnly+refunded != n || settled < 20 || refunded != 5 {
+		t.Errorf("%d confirms applied; %d settled, %d confirmed and %d refunded of %d payments; want every payment confirmed exactly once, 20 or more settled, 5 refunded",
+			confirms, settled, confirmedOnly, refunded, n)
+	}
+	var incoming, available int64
+	if err := pool.QueryRow(ctx, `SELECT incoming, available FROM accounts WHERE id = $1`, payee.ID).Scan(&incoming, &available); err != nil {
+		t.Fatal(err)
+	}
+	if incoming != int64(10*confirmedOnly) || available != int64(10*settled) {
+		t.Errorf("payee incoming %d, available %d; want %d and %d", incoming, available, 10*confirmedOnly, 10*settled)
+	}
+	groups := promtest.Value(t, reg, "safeflow_coalesced_group_size") + promtest.Value(t, otherReg, "safeflow_coalesced_group_size")
+	if groups == 0 {
+		t.Error("no group was coalesced: the test did not test coalescing")
+	}
+	t.Logf("%d settled, %d confirmed, %d refunded, %v groups", settled, confirmedOnly, refunded, groups)
+	testdb.CheckInvariants(t, pool)
 }

@@ -52,3 +52,17 @@ func tenantWithAccounts(t *testing.T, st *store.Store, n int) (string, []domain.
 	}
 	return tenant, accounts
 }
+
+// transitionRequest is testdb.Request for a payment's transition, which
+// answers 200 without a Location (a 201 with one is a creation to the
+// invariants).
+func transitionRequest(tenant, key, fp string) domain.Request[domain.Payment] {
+	req := testdb.Request(tenant, key, fp, func(p domain.Payment) string { return p.ID })
+	render := req.Render
+	req.Render = func(p domain.Payment) (domain.Response, error) {
+		r, err := render(p)
+		r.Status, r.Location = 200, ""
+		return r, err
+	}
+	return req
+}

@@ -49,16 +49,16 @@ WHERE tenant_id = $1 AND id = $2 AND version = $6 - 1`, "account books")
 // Options.Coalesce, concurrent moves on one account share a transaction
 // (coalesce.go).
 func (s *Store) Move(ctx context.Context, req domain.Request[domain.Movement], in domain.NewMovement) (domain.Response, error) {
-	if s.coalescer != nil {
-		return s.coalescer.submit(ctx, s, req, in)
+	if s.moves != nil {
+		return s.moves.submit(ctx, s, hotRow{req.TenantID, in.AccountID}, req, s.moveStep(req, in))
 	}
-	return s.moveAlone(ctx, req, in)
+	return safeFlow(ctx, s, req, s.moveStep(req, in))
 }
 
-// moveAlone is Move in a safe flow of its own.
-func (s *Store) moveAlone(ctx context.Context, req domain.Request[domain.Movement], in domain.NewMovement) (domain.Response, error) {
+// moveStep is the step of a move.
+func (s *Store) moveStep(req domain.Request[domain.Movement], in domain.NewMovement) step[domain.Movement] {
 	var locked *accountSet
-	return safeFlow(ctx, s, req, step[domain.Movement]{
+	return step[domain.Movement]{
 		lock: func(b *pgx.Batch, k domain.Idempotency) { locked = queueAccounts(b, k, lockAccounts, in.AccountID) },
 		decide: func(ctx context.Context, tx pgx.Tx) (domain.Movement, *pgx.Batch, error) {
 			acct, ok := locked.into(nil)[in.AccountID]
@@ -80,7 +80,7 @@ func (s *Store) moveAlone(ctx context.Context, req domain.Request[domain.Movemen
 			}
 			return p.Movement, b, nil
 		},
-	})
+	}
 }
 
 // queueMove queues the writes of a decided move: the movement, its lines,

@@ -72,7 +72,7 @@ func (s *Store) CreatePayment(ctx context.Context, req domain.Request[domain.Pay
 			}
 		},
 		decide: func(context.Context, pgx.Tx) (domain.Payment, *pgx.Batch, error) {
-			return planned(in.Create(req.TenantID, payee.into(payer.into(nil)), s.now()))
+			return s.planned(in.Create(req.TenantID, payee.into(payer.into(nil)), s.now()))
 		},
 	})
 }
@@ -93,11 +93,24 @@ ORDER BY id FOR UPDATE`
 
 // TransitionPayment runs action (confirm, settle, cancel, refund) on the
 // tenant's payment id under the If-Match precondition: it locks the
-// payment, then the accounts the action moves, in ascending id order.
+// payment, then the accounts the action moves, in ascending id order. With
+// Options.Coalesce, concurrent transitions that move one payee's books
+// share a transaction (coalesce.go), when this process knows the payee.
 func (s *Store) TransitionPayment(ctx context.Context, req domain.Request[domain.Payment], id, action string, pre domain.Precondition) (domain.Response, error) {
+	st := s.transitionStep(req, id, action, pre)
+	if _, movesPayee := domain.ActionParties(action); movesPayee && s.transitions != nil {
+		if payee, ok := s.payees.of(id); ok {
+			return s.transitions.submit(ctx, s, hotRow{req.TenantID, payee}, req, st)
+		}
+	}
+	return safeFlow(ctx, s, req, st)
+}
+
+// transitionStep is the step of a payment's transition.
+func (s *Store) transitionStep(req domain.Request[domain.Payment], id, action string, pre domain.Precondition) step[domain.Payment] {
 	var payments []paymentRow
 	var parties accountSet
-	return safeFlow(ctx, s, req, step[domain.Payment]{
+	return step[domain.Payment]{
 		lock: func(b *pgx.Batch, k domain.Idempotency) {
 			if domain.ValidID(domain.PrefixPayment, id) {
 				payer, payee := domain.ActionParties(action)
@@ -120,16 +133,18 @@ func (s *Store) TransitionPayment(ctx context.Context, req domain.Request[domain
 					return domain.Payment{}, nil, errors.New("store: an account of payment " + p.ID + " is missing")
 				}
 			}
-			return planned(p.Apply(t, locked[p.PayerAccountID], locked[p.PayeeAccountID], s.now()))
+			return s.planned(p.Apply(t, locked[p.PayerAccountID], locked[p.PayeeAccountID], s.now()))
 		},
-	})
+	}
 }
 
-// planned turns a decided payment change into the step's result and writes.
-func planned(c domain.PaymentChange, err error) (domain.Payment, *pgx.Batch, error) {
+// planned turns a decided payment change into the step's result and
+// writes, and remembers the payment's payee (see payees).
+func (s *Store) planned(c domain.PaymentChange, err error) (domain.Payment, *pgx.Batch, error) {
 	if err != nil {
 		return domain.Payment{}, nil, err
 	}
+	s.payees.remember(c.Payment)
 	b := &pgx.Batch{}
 	if err := queuePaymentChange(b, c); err != nil {
 		return domain.Payment{}, nil, err

@@ -83,16 +83,7 @@ func TestRoundTripsPerRequest(t *testing.T) {
 	})
 	var p domain.Payment
 	_ = json.Unmarshal(res.Body, &p)
-	transition := func(key string) domain.Request[domain.Payment] {
-		req := testdb.Request(tenant, key, key, paymentID)
-		render := req.Render
-		req.Render = func(p domain.Payment) (domain.Response, error) { // a transition answers 200, not 201
-			r, err := render(p)
-			r.Status, r.Location = 200, ""
-			return r, err
-		}
-		return req
-	}
+	transition := func(key string) domain.Request[domain.Payment] { return transitionRequest(tenant, key, key) }
 	count("payment confirm", 2, func() (domain.Response, error) {
 		return st.TransitionPayment(ctx, transition("conf"), p.ID, domain.ActionConfirm, domain.Precondition{})
 	})

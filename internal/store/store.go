@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/safeflow/safeflow/internal/domain"
 	"github.com/safeflow/safeflow/internal/periodic"
 )
 
@@ -34,8 +36,9 @@ type Options struct {
 	// safe flow, the idempotency lookup, authentication and the event feed
 	// stay on the primary.
 	Read *pgxpool.Pool
-	// Coalesce runs the concurrent deposits and withdrawals of one account
-	// in one transaction (coalesce.go).
+	// Coalesce runs the concurrent deposits and withdrawals of one account,
+	// and the concurrent transitions that move one payee's books, in one
+	// transaction (coalesce.go).
 	Coalesce bool
 	// DeliveryTimeout is the relays' limit on one webhook attempt (10s):
 	// deleting an endpoint waits at most this long for attempts under way.
@@ -48,9 +51,11 @@ type Store struct {
 	pool *pgxpool.Pool
 	opt  Options
 
-	systemIDs sync.Map   // tenant/currency → id of the system account (immutable once committed)
-	coalescer *coalescer // nil unless Options.Coalesce
-	authCache sync.Map   // SHA-256 of an API key → authEntry
+	systemIDs   sync.Map                    // tenant/currency → id of the system account (immutable once committed)
+	moves       *coalescer[domain.Movement] // nil unless Options.Coalesce
+	transitions *coalescer[domain.Payment]  // nil unless Options.Coalesce
+	payees      payees
+	authCache   sync.Map // SHA-256 of an API key → authEntry
 }
 
 // New returns a Store on pool.
@@ -84,7 +89,7 @@ func New(pool *pgxpool.Pool, opt Options) *Store {
 	}
 	st := &Store{pool: pool, opt: opt}
 	if opt.Coalesce {
-		st.coalescer = newCoalescer()
+		st.moves, st.transitions = newCoalescer[domain.Movement](), newCoalescer[domain.Payment]()
 	}
 	return st
 }
