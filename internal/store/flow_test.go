@@ -83,10 +83,7 @@ func TestRefusalOfAWriteIsStoredAndNothingIsWritten(t *testing.T) {
 func TestAGuardedWriteThatMatchesNothingCommitsNothing(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool := testdb.New(t)
-	st := store.New(pool, store.Options{})
-	tenant, accounts := tenantWithAccounts(t, st, 1)
-	a := accounts[0]
+	pool, st, tenant, a := oneAccount(t)
 	if _, err := pool.Exec(ctx, `
 		CREATE FUNCTION skip_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
 		CREATE TRIGGER skip_row BEFORE UPDATE ON accounts FOR EACH ROW EXECUTE FUNCTION skip_row();`); err != nil {
@@ -131,10 +128,7 @@ func TestAGuardedWriteThatMatchesNothingCommitsNothing(t *testing.T) {
 func TestAReplayWaitsForNoBusinessRow(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool := testdb.New(t)
-	st := store.New(pool, store.Options{})
-	tenant, accounts := tenantWithAccounts(t, st, 1)
-	a := accounts[0]
+	pool, st, tenant, a := oneAccount(t)
 	req := testdb.Request(tenant, "dep", "dep", movementID)
 	in := domain.NewMovement{Kind: domain.KindDeposit, AccountID: a.ID, Amount: 10}
 	first, err := st.Move(ctx, req, in)
@@ -170,10 +164,8 @@ func TestAReplayWaitsForNoBusinessRow(t *testing.T) {
 func TestTheTenantInvariantFindsWhatTheForeignKeysCaught(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool := testdb.New(t)
-	st := store.New(pool, store.Options{})
-	tenant, accounts := tenantWithAccounts(t, st, 1)
-	if _, err := st.Move(ctx, testdb.Request(tenant, "dep", "dep", movementID), domain.NewMovement{Kind: domain.KindDeposit, AccountID: accounts[0].ID, Amount: 5}); err != nil {
+	pool, st, tenant, a := oneAccount(t)
+	if _, err := st.Move(ctx, testdb.Request(tenant, "dep", "dep", movementID), domain.NewMovement{Kind: domain.KindDeposit, AccountID: a.ID, Amount: 5}); err != nil {
 		t.Fatal(err)
 	}
 	var inv store.Invariant

@@ -66,3 +66,13 @@ func transitionRequest(tenant, key, fp string) domain.Request[domain.Payment] {
 	}
 	return req
 }
+
+// oneAccount gives a test a database of its own, a store on it and the
+// tenant of tenantWithAccounts with one account.
+func oneAccount(t *testing.T) (*pgxpool.Pool, *store.Store, string, domain.Account) {
+	t.Helper()
+	pool := testdb.New(t)
+	st := store.New(pool, store.Options{})
+	tenant, accounts := tenantWithAccounts(t, st, 1)
+	return pool, st, tenant, accounts[0]
+}
