@@ -19,7 +19,14 @@ import (
 	"github.com/safeflow/safeflow/internal/testdb"
 )
 
-func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
+func TestMain(m *testing.M) {
+	// The test binary doubles as the api binary for tests that must kill
+	// a real process (kill_test.go).
+	if os.Getenv(asAPI) == "1" {
+		os.Exit(run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+	}
+	os.Exit(testdb.Main(m))
+}
 
 func env(vars map[string]string) func(string) string {
 	return func(k string) string { return vars[k] }
