@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -19,14 +20,58 @@ const usage = `usage:
   api apikey create --tenant NAME create the tenant if needed and print a new API key
   api verify [--repair]           check the invariants of the books on the live database (read-only);
                                   --repair first rebuilds derived state (cached balances, missing deliveries)
-configuration is read from the environment; DATABASE_URL is required`
+  api help                        print this (also: api, api --help, api -h)
+
+environment (README, "Configuration", says more):
+  DATABASE_URL           required: a libpq URL, e.g. postgres://root@127.0.0.1:5432/safeflow?sslmode=disable
+  DATABASE_POOL_MODE     session (default) or transaction (behind PgBouncer's pool_mode=transaction)
+  DATABASE_SESSION_URL   a session-capable URL for LISTEN and migrations, behind a transaction pooler
+  DATABASE_READ_URL      a streaming replica for reads that may be a little stale
+  HTTP_ADDR              :8080
+  LOG_LEVEL              info (trace, debug, info, warn, error)
+  IDEMPOTENCY_TTL        24h
+  DB_MAX_CONNS           16: the API's pool
+  HTTP_MAX_IN_FLIGHT     DB_MAX_CONNS: requests under /v1 at once
+  HTTP_MAX_QUEUED        4 x HTTP_MAX_IN_FLIGHT: more waiting for a slot
+  HTTP_QUEUE_WAIT        500ms: the longest such a wait, then 503
+  COALESCE_HOT_ROWS      true: run concurrent requests on one hot account in one transaction
+  RELAY_ENABLED          true: api serve runs the webhook relay too
+  RELAY_MAX_ATTEMPTS     8
+  RELAY_BACKOFF_BASE     1s
+  RELAY_BACKOFF_MAX      1h
+  RELAY_POLL_ONLY        false: poll instead of LISTEN
+  RELAY_POLL_INTERVAL    1s
+  DELIVERY_TIMEOUT       10s: one webhook attempt
+  WEBHOOK_ALLOW_PRIVATE  false: allow endpoints on private and loopback addresses
+  RETENTION_DELIVERED    72h (0 keeps forever)
+  RETENTION_DEAD         720h
+  RETENTION_EVENTS       2160h
+  FAILURE_RETENTION      168h: records of failed attempts
+  VERIFY_INTERVAL        1h: periodic verification of the invariants (0: off)
+  PPROF_ADDR             serve Go's profiles there (off when empty)`
 
 // run is the whole program; main only supplies the process's context,
-// arguments, environment and streams. It returns the exit code: 2 for bad
-// usage or configuration, 1 for a failure.
+// arguments, environment and streams. It returns the exit code: 0 for help,
+// 2 for bad usage or configuration, 1 for a failure.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, usage)
+	if len(args) == 0 || len(args) == 1 && (args[0] == "help" || args[0] == "--help" || args[0] == "-h") {
+		fmt.Fprintln(stdout, usage)
+		return 0
+	}
+	var cmd func(config, zerolog.Logger) error
+	switch {
+	case args[0] == "serve" && len(args) == 1:
+		cmd = func(cfg config, log zerolog.Logger) error { return serve(ctx, cfg, log) }
+	case args[0] == "relay" && len(args) == 1:
+		cmd = func(cfg config, log zerolog.Logger) error { return runRelay(ctx, cfg, log) }
+	case args[0] == "migrate" && len(args) == 2:
+		cmd = func(cfg config, _ zerolog.Logger) error { return migrate(ctx, cfg, args[1], stdout) }
+	case args[0] == "verify" && len(args) <= 2:
+		cmd = func(cfg config, _ zerolog.Logger) error { return verify(ctx, cfg, args[1:], stdout) }
+	case args[0] == "apikey" && len(args) >= 2 && args[1] == "create":
+		cmd = func(cfg config, _ zerolog.Logger) error { return createAPIKey(ctx, cfg, args[2:], stdout, stderr) }
+	default:
+		fmt.Fprintf(stderr, "api: unknown command %q\n%s\n", strings.Join(args, " "), usage)
 		return 2
 	}
 	cfg, err := loadConfig(getenv)
@@ -35,22 +80,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 2
 	}
 	log := zerolog.New(stderr).Level(cfg.LogLevel).With().Timestamp().Str("service", "safeflow").Logger()
-
-	switch {
-	case args[0] == "serve" && len(args) == 1:
-		err = serve(ctx, cfg, log)
-	case args[0] == "relay" && len(args) == 1:
-		err = runRelay(ctx, cfg, log)
-	case args[0] == "migrate" && len(args) == 2:
-		err = migrate(ctx, cfg, args[1], stdout)
-	case args[0] == "verify" && len(args) <= 2:
-		err = verify(ctx, cfg, args[1:], stdout)
-	case args[0] == "apikey" && len(args) >= 2 && args[1] == "create":
-		err = createAPIKey(ctx, cfg, args[2:], stdout, stderr)
-	default:
-		fmt.Fprintln(stderr, usage)
-		return 2
-	}
+	err = cmd(cfg, log)
 	var ue usageError
 	switch {
 	case errors.As(err, &ue):

@@ -32,6 +32,36 @@ func env(vars map[string]string) func(string) string {
 	return func(k string) string { return vars[k] }
 }
 
+// api with no arguments, help, --help or -h prints the usage on stdout and
+// exits 0, with no database configured; the usage names every variable the
+// configuration reads.
+func TestHelpNeedsNoDatabase(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{nil, {"help"}, {"--help"}, {"-h"}} {
+		var stdout, stderr bytes.Buffer
+		code := run(context.Background(), args, env(map[string]string{}), &stdout, &stderr)
+		if code != 0 || !strings.Contains(stdout.String(), "api serve") || stderr.Len() != 0 {
+			t.Errorf("api %v: exit %d, stdout %q, stderr %q; want 0 and the usage on stdout", args, code, stdout.String(), stderr.String())
+		}
+	}
+	var read []string
+	_, _ = loadConfig(func(k string) string {
+		read = append(read, k)
+		if k == "DATABASE_URL" {
+			return "postgres://x/y"
+		}
+		return ""
+	})
+	for _, k := range read {
+		if !strings.Contains(usage, "\n  "+k+" ") {
+			t.Errorf("the usage does not list %s, which the configuration reads", k)
+		}
+	}
+	if len(read) < 20 {
+		t.Errorf("the configuration read only %v", read)
+	}
+}
+
 func TestBadConfigurationNamesTheVariable(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -63,8 +93,9 @@ func TestBadConfigurationNamesTheVariable(t *testing.T) {
 		}
 	}
 	var stderr bytes.Buffer
-	if code := run(context.Background(), []string{"fly"}, env(map[string]string{"DATABASE_URL": "postgres://x/y"}), io.Discard, &stderr); code != 2 {
-		t.Errorf("unknown command: exit %d, want 2", code)
+	if code := run(context.Background(), []string{"fly"}, env(map[string]string{}), io.Discard, &stderr); code != 2 ||
+		!strings.Contains(stderr.String(), `unknown command "fly"`) || !strings.Contains(stderr.String(), "api serve") {
+		t.Errorf("unknown command without a database: exit %d, %q; want 2, the command named and the usage", code, stderr.String())
 	}
 	// Behind a transaction pooler, migrate says which URL it needs.
 	stderr.Reset()
