@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+	"github.com/rs/xid"
 	"github.com/rs/zerolog"
 	"github.com/rs/zerolog/hlog"
 
@@ -41,6 +42,45 @@ func (s *server) authenticate(next http.Handler) http.Handler {
 		hlog.FromRequest(r).UpdateContext(func(c zerolog.Context) zerolog.Context { return c.Str("tenant_id", tenant) })
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), tenantKey{}, tenant)))
 	})
+}
+
+// requestIDKey holds the request's id in its context.
+type requestIDKey struct{}
+
+// requestID names each request: the caller's X-Request-ID when it is a
+// usable id (1 to 128 letters, digits and . _ : -, so that it is safe in
+// logs, headers and URNs), else a new one. The id is in every log line of
+// the request, in the X-Request-ID response header and in a problem's
+// instance (urn:request:<id>).
+func requestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-ID")
+		if !validRequestID(id) {
+			id = xid.New().String()
+		}
+		ctx := context.WithValue(r.Context(), requestIDKey{}, id)
+		zerolog.Ctx(ctx).UpdateContext(func(c zerolog.Context) zerolog.Context { return c.Str("request_id", id) })
+		w.Header().Set("X-Request-ID", id)
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for _, c := range []byte(id) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// requestIDOf is the id requestID gave r.
+func requestIDOf(r *http.Request) string {
+	id, _ := r.Context().Value(requestIDKey{}).(string)
+	return id
 }
 
 // accessLog logs one line per request.

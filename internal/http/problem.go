@@ -51,8 +51,8 @@ func newProblem(de *domain.Error) problem {
 // problemFor is the problem detail of de in answer to r, which it names.
 func problemFor(r *http.Request, de *domain.Error) problem {
 	p := newProblem(de)
-	if id, ok := hlog.IDFromRequest(r); ok {
-		p.Instance = "urn:request:" + id.String()
+	if id := requestIDOf(r); id != "" {
+		p.Instance = "urn:request:" + id
 	}
 	return p
 }
@@ -113,8 +113,7 @@ func (s *server) recordFailure(r *http.Request, err error, de *domain.Error) {
 	if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
 		route = rc.RoutePattern()
 	}
-	id, _ := hlog.IDFromRequest(r)
-	attempt := domain.FailedAttempt{TenantID: tenant, IdempotencyKey: r.Header.Get("Idempotency-Key"), RequestID: id.String(),
+	attempt := domain.FailedAttempt{TenantID: tenant, IdempotencyKey: r.Header.Get("Idempotency-Key"), RequestID: requestIDOf(r),
 		Method: r.Method, Route: route, Cause: f.Cause, Attempts: f.Attempts, Status: de.Kind.Status(), Code: de.Code,
 		DurationMS: time.Since(startOf(r)).Milliseconds()}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), time.Second)

@@ -13,7 +13,7 @@ import (
 // routes lists the whole API.
 func (s *server) routes(log zerolog.Logger) http.Handler {
 	r := chi.NewRouter()
-	r.Use(hlog.NewHandler(log), hlog.RequestIDHandler("request_id", "X-Request-ID"), accessLog, s.recoverer, s.instrument)
+	r.Use(hlog.NewHandler(log), requestID, accessLog, s.recoverer, s.instrument)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		s.writeProblem(w, r, &domain.Error{Kind: domain.KindNotFound, Code: domain.CodeNotFound, Detail: "no such route: " + r.URL.Path})
 	})
