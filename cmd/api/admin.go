@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/safeflow/safeflow/internal/store"
@@ -66,17 +67,73 @@ func createAPIKey(ctx context.Context, cfg config, args []string, stdout, stderr
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || strings.TrimSpace(*tenant) == "" {
 		return usageError("usage: api apikey create --tenant NAME")
 	}
+	return withStore(ctx, cfg, func(st *store.Store) error {
+		secret, err := st.CreateAPIKey(ctx, strings.TrimSpace(*tenant))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, secret)
+		return nil
+	})
+}
+
+// listAPIKeys runs `api apikey list --tenant NAME`: one line per key, oldest
+// first: id, prefix, created, revoked ("-" while valid). Never the secret.
+func listAPIKeys(ctx context.Context, cfg config, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("apikey list", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	tenant := fs.String("tenant", "", "tenant name")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || strings.TrimSpace(*tenant) == "" {
+		return usageError("usage: api apikey list --tenant NAME")
+	}
+	return withStore(ctx, cfg, func(st *store.Store) error {
+		keys, err := st.ListAPIKeys(ctx, strings.TrimSpace(*tenant))
+		if errors.Is(err, store.ErrNoSuchTenant) {
+			return fmt.Errorf("no tenant named %q", strings.TrimSpace(*tenant))
+		}
+		if err != nil {
+			return err
+		}
+		w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(w, "ID\tPREFIX\tCREATED\tREVOKED")
+		for _, k := range keys {
+			revoked := "-"
+			if k.RevokedAt != nil {
+				revoked = k.RevokedAt.UTC().Format(time.RFC3339)
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", k.ID, k.Prefix, k.CreatedAt.UTC().Format(time.RFC3339), revoked)
+		}
+		return w.Flush()
+	})
+}
+
+// revokeAPIKey runs `api apikey revoke ID`: the key stops working on every
+// running server within 2 s. Revoking it again changes nothing.
+func revokeAPIKey(ctx context.Context, cfg config, args []string, stdout io.Writer) error {
+	if len(args) != 1 || strings.TrimSpace(args[0]) == "" {
+		return usageError("usage: api apikey revoke ID")
+	}
+	return withStore(ctx, cfg, func(st *store.Store) error {
+		at, err := st.RevokeAPIKey(ctx, args[0])
+		if errors.Is(err, store.ErrNoSuchAPIKey) {
+			return fmt.Errorf("no API key %q (api apikey list --tenant NAME shows the ids)", args[0])
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "revoked %s at %s\n", args[0], at.UTC().Format(time.RFC3339))
+		return nil
+	})
+}
+
+// withStore runs fn on a store with a small pool of its own.
+func withStore(ctx context.Context, cfg config, fn func(*store.Store) error) error {
 	pool, err := openPool(ctx, cfg.DatabaseURL, 2, cfg.Pooled(), false)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	secret, err := store.New(pool, store.Options{PerTransactionTimeouts: cfg.Pooled()}).CreateAPIKey(ctx, strings.TrimSpace(*tenant))
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(stdout, secret)
-	return nil
+	return fn(store.New(pool, store.Options{PerTransactionTimeouts: cfg.Pooled()}))
 }
 
 // errViolations is verify's exit 1: the lines printed say what is wrong.

@@ -18,6 +18,8 @@ const usage = `usage:
   api relay                       run the webhook relay alone (/healthz and /metrics on HTTP_ADDR)
   api migrate up|down|status      apply, roll back one, or list the schema migrations
   api apikey create --tenant NAME create the tenant if needed and print a new API key
+  api apikey list --tenant NAME   list the tenant's keys: id, prefix, created, revoked (never the secret)
+  api apikey revoke ID            revoke a key: every running server refuses it within 2 s
   api verify [--repair]           check the invariants of the books on the live database (read-only);
                                   --repair first rebuilds derived state (cached balances, missing deliveries)
   api help                        print this (also: api, api --help, api -h)
@@ -70,6 +72,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		cmd = func(cfg config, _ zerolog.Logger) error { return verify(ctx, cfg, args[1:], stdout) }
 	case args[0] == "apikey" && len(args) >= 2 && args[1] == "create":
 		cmd = func(cfg config, _ zerolog.Logger) error { return createAPIKey(ctx, cfg, args[2:], stdout, stderr) }
+	case args[0] == "apikey" && len(args) >= 2 && args[1] == "list":
+		cmd = func(cfg config, _ zerolog.Logger) error { return listAPIKeys(ctx, cfg, args[2:], stdout, stderr) }
+	case args[0] == "apikey" && len(args) >= 2 && args[1] == "revoke":
+		cmd = func(cfg config, _ zerolog.Logger) error { return revokeAPIKey(ctx, cfg, args[2:], stdout) }
 	default:
 		fmt.Fprintf(stderr, "api: unknown command %q\n%s\n", strings.Join(args, " "), usage)
 		return 2

@@ -39,8 +39,11 @@ func (s *Store) CreateAPIKey(ctx context.Context, tenantName string) (string, er
 const selectKeyTenant = `SELECT tenant_id FROM api_keys WHERE hash = $1 AND revoked_at IS NULL`
 
 // authTTL bounds how long a valid key is remembered without asking the
-// database; unknown keys are never remembered.
-const authTTL = 30 * time.Second
+// database; unknown keys are never remembered. A revoked key so stops
+// working on every running server within authTTL (product.md §2: 2 s),
+// through PgBouncer too, where no LISTEN could tell them: each server asks
+// at most once a second per key in use.
+const authTTL = time.Second
 
 type authEntry struct {
 	tenantID string
@@ -63,4 +66,53 @@ func (s *Store) Authenticate(ctx context.Context, secret string) (string, error)
 	}
 	s.authCache.Store(string(hash), authEntry{tenantID, time.Now().Add(authTTL)})
 	return tenantID, nil
+}
+
+// APIKey is what may be shown of an API key: never its secret.
+type APIKey struct {
+	ID, Prefix string
+	CreatedAt  time.Time
+	RevokedAt  *time.Time
+}
+
+const listAPIKeys = `
+SELECT k.id, k.prefix, k.created_at, k.revoked_at FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+WHERE t.name = $1 ORDER BY k.created_at, k.id`
+
+// ErrNoSuchTenant and ErrNoSuchAPIKey are the admin commands' "not found".
+var (
+	ErrNoSuchTenant = errors.New("no such tenant")
+	ErrNoSuchAPIKey = errors.New("no such API key")
+)
+
+// ListAPIKeys returns the keys of the tenant called name, oldest first.
+func (s *Store) ListAPIKeys(ctx context.Context, name string) ([]APIKey, error) {
+	var exists bool
+	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tenants WHERE name = $1)`, name).Scan(&exists); err != nil {
+		return nil, public(err)
+	}
+	if !exists {
+		return nil, ErrNoSuchTenant
+	}
+	rows, _ := s.pool.Query(ctx, listAPIKeys, name)
+	keys, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (APIKey, error) {
+		var k APIKey
+		err := r.Scan(&k.ID, &k.Prefix, &k.CreatedAt, &k.RevokedAt)
+		return k, err
+	})
+	return keys, public(err)
+}
+
+const revokeAPIKey = `
+UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING revoked_at`
+
+// RevokeAPIKey revokes the key id (again: nothing changes) and returns when
+// it was revoked. Every server stops accepting it within authTTL.
+func (s *Store) RevokeAPIKey(ctx context.Context, id string) (time.Time, error) {
+	var at time.Time
+	err := s.pool.QueryRow(ctx, revokeAPIKey, id).Scan(&at)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return time.Time{}, ErrNoSuchAPIKey
+	}
+	return at, public(err)
 }
