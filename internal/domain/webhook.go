@@ -44,7 +44,8 @@ var DeliveryStatuses = []string{DeliveryPending, DeliveryDelivered, DeliveryDead
 const MaxURLLen = 2048
 
 // WebhookEndpoint is a URL that receives the tenant's events; its JSON form
-// is the API's shape. Secret is set only in the answer that created it.
+// is the API's shape. Secret is set only in the answers that created it or
+// rotated it.
 type WebhookEndpoint struct {
 	ID         string    `json:"id"`
 	Object     string    `json:"object"` // always "webhook_endpoint"
@@ -62,24 +63,62 @@ type NewWebhookEndpoint struct {
 	EventTypes []string // empty: every type
 }
 
-// Create builds the endpoint with a new signing secret: "whsec_" and the
-// base64 of 32 random bytes, as Standard Webhooks describes.
+// Create builds the endpoint with a new signing secret.
 func (n NewWebhookEndpoint) Create(tenantID string, now time.Time) WebhookEndpoint {
-	types := []string{}
-	for _, t := range n.EventTypes {
-		if !slices.Contains(types, t) {
-			types = append(types, t)
-		}
+	return WebhookEndpoint{
+		ID: NewID(PrefixEndpoint, now), Object: "webhook_endpoint", URL: n.URL, EventTypes: dedupe(n.EventTypes),
+		Status: EndpointEnabled, CreatedAt: now, Secret: NewWebhookSecret(), TenantID: tenantID,
 	}
+}
+
+// NewWebhookSecret is a new signing secret: "whsec_" and the base64 of 32
+// random bytes, as Standard Webhooks describes.
+func NewWebhookSecret() string {
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
 		panic("domain: crypto/rand failed: " + err.Error())
 	}
-	return WebhookEndpoint{
-		ID: NewID(PrefixEndpoint, now), Object: "webhook_endpoint", URL: n.URL, EventTypes: types,
-		Status: EndpointEnabled, CreatedAt: now, Secret: "whsec_" + base64.StdEncoding.EncodeToString(key), TenantID: tenantID,
-	}
+	return "whsec_" + base64.StdEncoding.EncodeToString(key)
 }
+
+func dedupe(in []string) []string {
+	out := []string{}
+	for _, t := range in {
+		if !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// EndpointChange is a validated change of an endpoint (PATCH): the fields
+// that are set replace the endpoint's.
+type EndpointChange struct {
+	URL        *string
+	EventTypes *[]string
+	Status     *string // EndpointEnabled or EndpointDisabled
+}
+
+// Apply returns e with the change made.
+func (c EndpointChange) Apply(e WebhookEndpoint) WebhookEndpoint {
+	if c.URL != nil {
+		e.URL = *c.URL
+	}
+	if c.EventTypes != nil {
+		e.EventTypes = dedupe(*c.EventTypes)
+	}
+	if c.Status != nil {
+		e.Status = *c.Status
+	}
+	return e
+}
+
+// The previous secret stays valid for DefaultSecretOverlap after a rotation
+// unless the request says otherwise, at most MaxSecretOverlap.
+const (
+	DefaultSecretOverlap = 24 * time.Hour
+	MaxSecretOverlap     = 7 * 24 * time.Hour
+)
 
 // CheckWebhookURL reports a problem with the form of a webhook URL, or "".
 // Where it points (private addresses) is checked by the caller, which can

@@ -46,6 +46,8 @@ func (s *server) routes(log zerolog.Logger) http.Handler {
 		r.Get("/webhook-endpoints", s.handleListEndpoints())
 		r.Get("/webhook-endpoints/{endpoint_id}", s.handleGetEndpoint())
 		r.Delete("/webhook-endpoints/{endpoint_id}", s.handleDeleteEndpoint())
+		r.Patch("/webhook-endpoints/{endpoint_id}", s.handlePatchEndpoint())
+		r.Post("/webhook-endpoints/{endpoint_id}/rotate-secret", s.handleRotateSecret())
 		r.Post("/webhook-endpoints/{endpoint_id}/replay-dead", handleAction(s, "endpoint_id", s.store.ReplayDead))
 		r.Get("/webhook-deliveries", s.handleListDeliveries())
 		r.Get("/idempotency-keys/{key}", s.handleGetIdempotencyKey())

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -34,6 +35,8 @@ type Store interface {
 	GetWebhookEndpoint(ctx context.Context, tenantID, id string) (domain.WebhookEndpoint, error)
 	ListWebhookEndpoints(ctx context.Context, tenantID string, p domain.Page) ([]domain.WebhookEndpoint, string, error)
 	DeleteWebhookEndpoint(ctx context.Context, tenantID, id string) error
+	UpdateWebhookEndpoint(ctx context.Context, req domain.Request[domain.WebhookEndpoint], id string, c domain.EndpointChange) (domain.Response, error)
+	RotateWebhookSecret(ctx context.Context, req domain.Request[domain.WebhookEndpoint], id string, overlap time.Duration) (domain.Response, error)
 	ListDeliveries(ctx context.Context, tenantID string, f domain.DeliveryFilter, p domain.Page) ([]domain.Delivery, string, error)
 	RetryDelivery(ctx context.Context, req domain.Request[domain.Delivery], id string) (domain.Response, error)
 	ReplayDead(ctx context.Context, req domain.Request[domain.Replay], endpointID string) (domain.Response, error)

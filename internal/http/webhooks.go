@@ -81,6 +81,71 @@ func (s *server) handleListEndpoints() http.HandlerFunc {
 	}
 }
 
+// patchEndpointRequest changes what it names of an endpoint.
+type patchEndpointRequest struct {
+	URL        *string   `json:"url,omitempty"`
+	EventTypes *[]string `json:"event_types,omitempty"`
+	Status     *string   `json:"status,omitempty"`
+}
+
+func (in patchEndpointRequest) valid() []domain.FieldError {
+	var fe []domain.FieldError
+	if in.URL != nil {
+		if msg := domain.CheckWebhookURL(*in.URL); msg != "" {
+			fe = append(fe, domain.FieldError{Field: "url", Message: msg})
+		}
+	}
+	if in.EventTypes != nil {
+		fe = append(fe, domain.CheckEventTypes("event_types", *in.EventTypes)...)
+	}
+	if in.Status != nil && *in.Status != domain.EndpointEnabled && *in.Status != domain.EndpointDisabled {
+		fe = append(fe, domain.FieldError{Field: "status", Message: "must be enabled or disabled"})
+	}
+	return fe
+}
+
+// handlePatchEndpoint changes an endpoint's url, event types or status
+// through the safe flow (an Idempotency-Key is required) and answers 200
+// with the endpoint, without its secret.
+func (s *server) handlePatchEndpoint() http.HandlerFunc {
+	return mutating(s, jsonAnswer[domain.WebhookEndpoint](http.StatusOK, nil, nil),
+		func(r *http.Request, in patchEndpointRequest, req domain.Request[domain.WebhookEndpoint]) (domain.Response, error) {
+			if in.URL != nil {
+				if err := s.checkDestination(r.Context(), *in.URL); err != nil {
+					return domain.Response{}, err
+				}
+			}
+			return s.store.UpdateWebhookEndpoint(r.Context(), req, chi.URLParam(r, "endpoint_id"),
+				domain.EndpointChange{URL: in.URL, EventTypes: in.EventTypes, Status: in.Status})
+		})
+}
+
+// rotateSecretRequest says how long the previous secret keeps signing.
+type rotateSecretRequest struct {
+	ExpirePreviousAfterSeconds *int64 `json:"expire_previous_after_seconds,omitempty"`
+}
+
+func (in rotateSecretRequest) valid() []domain.FieldError {
+	if v := in.ExpirePreviousAfterSeconds; v != nil && (*v < 0 || *v > int64(domain.MaxSecretOverlap/time.Second)) {
+		return []domain.FieldError{{Field: "expire_previous_after_seconds", Message: "must be between 0 and 604800 (7 days)"}}
+	}
+	return nil
+}
+
+// handleRotateSecret gives an endpoint a new secret, shown in the 200 (and
+// in its replays); the previous one keeps signing beside it until it
+// expires (24 h unless expire_previous_after_seconds says otherwise).
+func (s *server) handleRotateSecret() http.HandlerFunc {
+	return mutating(s, jsonAnswer[domain.WebhookEndpoint](http.StatusOK, nil, nil),
+		func(r *http.Request, in rotateSecretRequest, req domain.Request[domain.WebhookEndpoint]) (domain.Response, error) {
+			overlap := domain.DefaultSecretOverlap
+			if in.ExpirePreviousAfterSeconds != nil {
+				overlap = time.Duration(*in.ExpirePreviousAfterSeconds) * time.Second
+			}
+			return s.store.RotateWebhookSecret(r.Context(), req, chi.URLParam(r, "endpoint_id"), overlap)
+		})
+}
+
 // handleDeleteEndpoint answers 204, then 404 for an endpoint already gone.
 // DELETE needs no Idempotency-Key: doing it twice has the effect of once.
 func (s *server) handleDeleteEndpoint() http.HandlerFunc {

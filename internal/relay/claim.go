@@ -19,6 +19,7 @@ type claimed struct {
 	EndpointID     string    `db:"endpoint_id"`
 	URL            string    `db:"url"`
 	Secret         string    `db:"secret"`
+	PreviousSecret *string   `db:"previous_secret"` // while it has not expired (rotate-secret)
 	EndpointStatus string    `db:"endpoint_status"`
 
 	// deadline ends the attempt: DeliveryTimeout after the claim began, so
@@ -58,7 +59,8 @@ WITH due AS (
     RETURNING d.id, d.lease, d.attempts, d.event_id, d.endpoint_id
 )
 SELECT c.id, c.lease, c.attempts, c.event_id, e.created_at AS event_created_at, e.payload,
-       c.endpoint_id, w.url, w.secret, w.status AS endpoint_status
+       c.endpoint_id, w.url, w.secret, w.status AS endpoint_status,
+       CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END AS previous_secret
 FROM c
 JOIN events e ON e.id = c.event_id
 JOIN webhook_endpoints w ON w.id = c.endpoint_id`

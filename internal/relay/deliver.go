@@ -25,7 +25,7 @@ func (r *Relay) deliver(ctx context.Context, d claimed) outcome {
 	o := outcome{id: d.ID, endpointID: d.EndpointID, lease: d.Lease, leaseEnd: d.leaseEnd, eventCreatedAt: d.EventCreatedAt}
 	if d.EndpointStatus != domain.EndpointEnabled {
 		r.cfg.Metrics.attempted("skipped")
-		return r.dead(o, "not sent: the endpoint is disabled (it answered 410 Gone); replay its dead deliveries to enable it")
+		return r.dead(o, "not sent: the endpoint is disabled (by PATCH, or after it answered 410 Gone); enable it, then replay its dead deliveries")
 	}
 	ctx, cancel := context.WithDeadline(ctx, d.deadline)
 	defer cancel()
@@ -33,6 +33,13 @@ func (r *Relay) deliver(ctx context.Context, d claimed) outcome {
 	sig, err := Sign(d.Secret, d.EventID, ts, d.Payload)
 	if err != nil {
 		return r.dead(o, err.Error())
+	}
+	if d.PreviousSecret != nil { // during a rotation, both: a receiver that knows either verifies it
+		prev, err := Sign(*d.PreviousSecret, d.EventID, ts, d.Payload)
+		if err != nil {
+			return r.dead(o, err.Error())
+		}
+		sig += " " + prev
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.URL, bytes.NewReader(d.Payload))
 	if err != nil {

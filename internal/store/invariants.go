@@ -188,15 +188,18 @@ var Invariants = []Invariant{
 		SELECT d.id, coalesce(e.type, 'no event') || ' → ' || coalesce(w.id, 'no endpoint') FROM webhook_deliveries d
 		LEFT JOIN events e ON e.id = d.event_id AND e.tenant_id = d.tenant_id
 		LEFT JOIN webhook_endpoints w ON w.id = d.endpoint_id AND w.tenant_id = d.tenant_id
-		WHERE e.id IS NULL OR w.id IS NULL OR NOT (w.event_types = '{}' OR e.type = ANY (w.event_types))`, ""},
+		WHERE e.id IS NULL OR w.id IS NULL OR NOT (w.event_types = '{}' OR e.type = ANY (w.event_types))
+		  -- a PATCH may have changed the subscription since (see below)
+		  AND e.created_at > coalesce(w.event_types_changed_at, w.created_at) + interval '1 second'`, ""},
 	// An endpoint receives the events whose requests started after its 201
 	// (product.md §4). Request start times are not recorded, so this checks
 	// the events created over a second after the endpoint, whose requests
-	// certainly started after it committed.
+	// certainly started after it committed; after a PATCH of its event
+	// types, over a second after that.
 	{"6. every event has a delivery row (pending, delivered or dead) for each endpoint that subscribed before it", `
 		SELECT e.id, w.id FROM events e
 		JOIN webhook_endpoints w ON w.tenant_id = e.tenant_id AND (w.event_types = '{}' OR e.type = ANY (w.event_types))
-		WHERE w.created_at < e.created_at - interval '1 second' AND e.created_at > $1
+		WHERE coalesce(w.event_types_changed_at, w.created_at) < e.created_at - interval '1 second' AND e.created_at > $1
 		  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.endpoint_id = w.id)`, OutboxPurged},
 	{"6. every finished delivery says how it ended", `
 		SELECT id, status FROM webhook_deliveries

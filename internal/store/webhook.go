@@ -50,6 +50,63 @@ func (s *Store) CreateWebhookEndpoint(ctx context.Context, req domain.Request[do
 	}})
 }
 
+// lockEndpointIfClaimed locks the tenant's endpoint $3 when the transaction claimed
+// its key (ifClaimed). Changing an endpoint locks nothing else: the
+// requests of the tenant that write events only read endpoints.
+const lockEndpointIfClaimed = `SELECT ` + endpointColumns + ` FROM webhook_endpoints WHERE tenant_id = $1 AND id = $3` + ifClaimed + ` FOR UPDATE`
+
+var (
+	updateEndpoint = guardedOne(`
+UPDATE webhook_endpoints SET url = $3, event_types = $4, status = $5,
+    event_types_changed_at = CASE WHEN event_types IS DISTINCT FROM $4 THEN $6 ELSE event_types_changed_at END
+WHERE tenant_id = $1 AND id = $2`, "a webhook endpoint")
+	rotateEndpointSecret = guardedOne(`
+UPDATE webhook_endpoints SET previous_secret = secret, previous_secret_expires_at = $4, secret = $3
+WHERE tenant_id = $1 AND id = $2`, "a webhook endpoint")
+)
+
+// endpointStep locks the tenant's endpoint id and decides with change on it.
+func endpointStep(id string, change func(e domain.WebhookEndpoint, b *pgx.Batch) domain.WebhookEndpoint) step[domain.WebhookEndpoint] {
+	var locked []endpointRow
+	return step[domain.WebhookEndpoint]{
+		lock: func(b *pgx.Batch, k domain.Idempotency) {
+			if domain.ValidID(domain.PrefixEndpoint, id) {
+				queueRows(b, &locked, lockEndpointIfClaimed, k.TenantID, k.Key, id)
+			}
+		},
+		decide: func(context.Context, pgx.Tx) (domain.WebhookEndpoint, *pgx.Batch, error) {
+			if len(locked) != 1 {
+				return domain.WebhookEndpoint{}, nil, domain.NotFound("webhook endpoint", id)
+			}
+			b := &pgx.Batch{}
+			return change(locked[0].endpoint(), b), b, nil
+		},
+	}
+}
+
+// UpdateWebhookEndpoint changes the tenant's endpoint id (PATCH): its URL,
+// its event types, its status. A disabled endpoint is sent nothing: its
+// deliveries end dead, to replay once it is enabled again.
+func (s *Store) UpdateWebhookEndpoint(ctx context.Context, req domain.Request[domain.WebhookEndpoint], id string, c domain.EndpointChange) (domain.Response, error) {
+	return safeFlow(ctx, s, req, endpointStep(id, func(e domain.WebhookEndpoint, b *pgx.Batch) domain.WebhookEndpoint {
+		e = c.Apply(e)
+		b.Queue(updateEndpoint, e.TenantID, e.ID, e.URL, e.EventTypes, e.Status, s.now())
+		return e
+	}))
+}
+
+// RotateWebhookSecret gives the tenant's endpoint id a new signing secret,
+// shown in the answer (stored, like a creation's, so a replay shows the
+// same one). The previous secret keeps signing deliveries, beside the new
+// one, for overlap.
+func (s *Store) RotateWebhookSecret(ctx context.Context, req domain.Request[domain.WebhookEndpoint], id string, overlap time.Duration) (domain.Response, error) {
+	return safeFlow(ctx, s, req, endpointStep(id, func(e domain.WebhookEndpoint, b *pgx.Batch) domain.WebhookEndpoint {
+		e.Secret = domain.NewWebhookSecret()
+		b.Queue(rotateEndpointSecret, e.TenantID, e.ID, e.Secret, s.now().Add(overlap))
+		return e
+	}))
+}
+
 const selectEndpoint = `SELECT ` + endpointColumns + ` FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2`
 
 // GetWebhookEndpoint returns the tenant's endpoint id, without its secret.
