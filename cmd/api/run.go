@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -22,6 +24,7 @@ const usage = `usage:
   api apikey revoke ID            revoke a key: every running server refuses it within 2 s
   api verify [--repair]           check the invariants of the books on the live database (read-only);
                                   --repair first rebuilds derived state (cached balances, missing deliveries)
+  api healthcheck                 exit 0 if the server on HTTP_ADDR answers /readyz with 200 (a container's probe)
   api help                        print this (also: api, api --help, api -h)
 
 environment (README, "Configuration", says more):
@@ -60,6 +63,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, usage)
 		return 0
 	}
+	if len(args) == 1 && args[0] == "healthcheck" { // needs no database: a container's probe
+		return healthcheck(getenv("HTTP_ADDR"), stderr)
+	}
 	var cmd func(config, zerolog.Logger) error
 	switch {
 	case args[0] == "serve" && len(args) == 1:
@@ -94,6 +100,32 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 2
 	case err != nil:
 		fmt.Fprintln(stderr, "api:", err)
+		return 1
+	}
+	return 0
+}
+
+// healthcheck asks the server on addr (HTTP_ADDR, default :8080), on this
+// host, whether it is ready: exit 0 on a 200 from /readyz, 1 otherwise.
+// The container image has no shell or curl; this is its probe.
+func healthcheck(addr string, stderr io.Writer) int {
+	if addr == "" {
+		addr = ":8080"
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		fmt.Fprintln(stderr, "config: HTTP_ADDR:", err)
+		return 2
+	}
+	client := &http.Client{Timeout: 2 * time.Second}
+	res, err := client.Get("http://" + net.JoinHostPort("127.0.0.1", port) + "/readyz")
+	if err != nil {
+		fmt.Fprintln(stderr, "api: not ready:", err)
+		return 1
+	}
+	_ = res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		fmt.Fprintln(stderr, "api: not ready: /readyz answered", res.Status)
 		return 1
 	}
 	return 0

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -367,4 +368,35 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// api healthcheck, the container's probe, needs no database: 0 when the
+// server on HTTP_ADDR answers /readyz with 200, 1 otherwise.
+func TestHealthcheckProbesReadyz(t *testing.T) {
+	t.Parallel()
+	var ready atomic.Bool
+	ready.Store(true)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/readyz" || !ready.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+	probe := func(addr string) int {
+		return run(context.Background(), []string{"healthcheck"}, env(map[string]string{"HTTP_ADDR": addr}), io.Discard, io.Discard)
+	}
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	if code := probe(addr); code != 0 {
+		t.Errorf("ready server: exit %d, want 0", code)
+	}
+	if code := probe(":" + addr[strings.LastIndex(addr, ":")+1:]); code != 0 {
+		t.Errorf("HTTP_ADDR as :port: exit %d, want 0", code)
+	}
+	ready.Store(false)
+	if code := probe(addr); code != 1 {
+		t.Errorf("server not ready: exit %d, want 1", code)
+	}
+	if code := probe(freeAddr(t)); code != 1 {
+		t.Errorf("nothing listening: exit %d, want 1", code)
+	}
 }
