@@ -25,7 +25,14 @@ cat <<MSG
       -H "Content-Type: application/json" \\
       -d '{"currency":"USD","name":"Alice"}'
 
+  Watch the webhooks arrive (in a third terminal; Ctrl-C removes its endpoint):
+
+    SAFEFLOW_KEY=$key ./bin/api listen --api $base
+
   The README walks through deposits, withdrawals, replays and the ledger. Ctrl-C stops.
 
 MSG
+# Local development: webhooks may go to 127.0.0.1, so that `api listen`
+# (or any local receiver) works. Set WEBHOOK_ALLOW_PRIVATE=false to refuse.
+export WEBHOOK_ALLOW_PRIVATE=${WEBHOOK_ALLOW_PRIVATE:-true}
 exec ./bin/api serve

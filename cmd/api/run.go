@@ -24,6 +24,9 @@ const usage = `usage:
   api apikey revoke ID            revoke a key: every running server refuses it within 2 s
   api verify [--repair]           check the invariants of the books on the live database (read-only);
                                   --repair first rebuilds derived state (cached balances, missing deliveries)
+  api listen [--events a,b] [--print-json] [--api URL] [--addr 127.0.0.1:4242] [--key KEY]
+                                  receive the tenant's webhooks here (key: --key or SAFEFLOW_KEY), verify and
+                                  print each; Ctrl-C deletes the endpoint (the server needs WEBHOOK_ALLOW_PRIVATE=true)
   api healthcheck                 exit 0 if the server on HTTP_ADDR answers /readyz with 200 (a container's probe)
   api help                        print this (also: api, api --help, api -h)
 
@@ -63,8 +66,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, usage)
 		return 0
 	}
-	if len(args) == 1 && args[0] == "healthcheck" { // needs no database: a container's probe
+	switch { // these need no database
+	case len(args) == 1 && args[0] == "healthcheck": // a container's probe
 		return healthcheck(getenv("HTTP_ADDR"), stderr)
+	case args[0] == "listen": // a client of the API
+		err := listenForWebhooks(ctx, args[1:], getenv, stdout, stderr)
+		var ue usageError
+		switch {
+		case errors.As(err, &ue):
+			fmt.Fprintln(stderr, err)
+			return 2
+		case err != nil:
+			fmt.Fprintln(stderr, "api listen:", err)
+			return 1
+		}
+		return 0
 	}
 	var cmd func(config, zerolog.Logger) error
 	switch {
