@@ -12,7 +12,7 @@ LOCAL_PG := $(shell (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null && echo 'postg
 TEST_DATABASE_URL ?= $(LOCAL_PG)
 export TEST_DATABASE_URL
 
-.PHONY: all build run test lint bench clean
+.PHONY: all build run test lint contract postman bench clean
 
 all: test
 
@@ -23,9 +23,19 @@ build:
 run: build
 	@scripts/run.sh
 
-## test: lint, then every test with the race detector against a real PostgreSQL
+## test: lint, then every test with the race detector against a real PostgreSQL, then the contract check
 test: lint
 	go test -race -count=1 ./...
+	@$(MAKE) --no-print-directory contract
+
+## contract: Redocly lints the spec; Portman's contract tests run against the built binary (scripts/contract.sh)
+contract: build
+	@scripts/contract.sh
+
+## postman: regenerate postman/safeflow.postman_collection.json from openapi.yaml
+postman:
+	cd tools/contract && npm ci --no-audit --no-fund --loglevel=error >/dev/null && \
+		./node_modules/.bin/portman -l ../../openapi.yaml -c portman-config.json -o ../../postman/safeflow.postman_collection.json >/dev/null
 
 ## lint: formatting, vet, the one-way package direction (scripts/check-deps.sh), the alert rules and the dashboard
 lint:
