@@ -9,12 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/safeflow/safeflow/internal/backoff"
 )
 
 // Client calls a safeflow API the way a careful caller should: every
@@ -118,7 +119,7 @@ func (c *Client) PostWithKey(ctx context.Context, key, path string, body, out an
 			}
 			return nil, last
 		}
-		if err := sleep(ctx, max(backoff(c.BackoffBase, c.BackoffMax, attempt), retryAfter)); err != nil {
+		if err := backoff.Sleep(ctx, max(backoff.FullJitter(c.BackoffBase, c.BackoffMax, attempt), retryAfter)); err != nil {
 			return nil, err
 		}
 	}
@@ -197,30 +198,6 @@ func (c *Client) send(ctx context.Context, method, path, key string, body []byte
 		wait = time.Duration(s) * time.Second
 	}
 	return nil, wait, p
-}
-
-// backoff is capped exponential backoff with full jitter: uniform in
-// [0, min(max, base·2^(attempt−1))].
-func backoff(base, maxWait time.Duration, attempt int) time.Duration {
-	d := maxWait
-	if attempt < 32 && base<<(attempt-1) < maxWait {
-		d = base << (attempt - 1)
-	}
-	if d <= 0 {
-		return 0
-	}
-	return time.Duration(rand.Int64N(int64(d) + 1))
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // NewKey is a fresh Idempotency-Key (a random UUID): one per intended change.

@@ -1,6 +1,7 @@
-// Package client is for programs that call safeflow: for now, the check of
-// a webhook delivery's signature (Standard Webhooks), with nothing but the
-// standard library.
+// Package client is for programs that call safeflow: a Client that makes
+// each change exactly once through retries (client.go), and the check of a
+// webhook delivery's signature (Standard Webhooks). It needs nothing but the
+// standard library and safeflow's retry schedule.
 package client
 
 import (

@@ -30,7 +30,7 @@ only() {
 }
 
 only   ./internal/domain   '^$'                                                  "the standard library"
-only   ./client            '^$'                                                  "the standard library (it is for programs that call safeflow)"
+only   ./client            "^$mod/internal/backoff$"                             "the standard library and the retry schedule (it is for programs that call safeflow)"
 only   ./internal/outbox   '^github.com/jackc/|^golang.org/x/text/'             "pgx (and the standard library)"
 forbid ./internal/http     "^github.com/jackc/pgx|^$mod/internal/(store|relay|outbox)$" "pgx or the database packages (it talks to the store through its Store interface)"
 for p in store relay outbox periodic domain; do

@@ -70,17 +70,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case len(args) == 1 && args[0] == "healthcheck": // a container's probe
 		return healthcheck(getenv("HTTP_ADDR"), stderr)
 	case args[0] == "listen": // a client of the API
-		err := listenForWebhooks(ctx, args[1:], getenv, stdout, stderr)
-		var ue usageError
-		switch {
-		case errors.As(err, &ue):
-			fmt.Fprintln(stderr, err)
-			return 2
-		case err != nil:
-			fmt.Fprintln(stderr, "api listen:", err)
-			return 1
-		}
-		return 0
+		return exitCode(listenForWebhooks(ctx, args[1:], getenv, stdout, stderr), "api listen:", stderr)
 	}
 	var cmd func(config, zerolog.Logger) error
 	switch {
@@ -108,14 +98,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 2
 	}
 	log := zerolog.New(stderr).Level(cfg.LogLevel).With().Timestamp().Str("service", "safeflow").Logger()
-	err = cmd(cfg, log)
+	return exitCode(cmd(cfg, log), "api:", stderr)
+}
+
+// exitCode reports err on stderr and returns the exit code: 2 for bad
+// usage (said as is), 1 for a failure (after prefix), 0 for none.
+func exitCode(err error, prefix string, stderr io.Writer) int {
 	var ue usageError
 	switch {
 	case errors.As(err, &ue):
 		fmt.Fprintln(stderr, err)
 		return 2
 	case err != nil:
-		fmt.Fprintln(stderr, "api:", err)
+		fmt.Fprintln(stderr, prefix, err)
 		return 1
 	}
 	return 0
