@@ -180,22 +180,18 @@ func runGroup[T any](s *Store, hot hotRow, group []*member[T]) (alone []*member[
 func groupOnce[T any](ctx context.Context, s *Store, hot hotRow, group []*member[T], answers map[*member[T]]groupResult, outcomes map[*member[T]]inGroup) (committed bool, err error) {
 	ended := s.opt.Metrics.began()
 	defer func() { ended(committed, err) }()
-	conn, err := s.pool.Acquire(ctx)
+	tx, release, err := s.acquireTx(ctx)
 	if err != nil {
 		return false, err
 	}
-	defer conn.Release()
-	tx := &openTx{conn: conn.Conn()}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	defer release()
 
 	// BEGIN, the hot account's lock (waiting as long as a request would),
 	// then a short lock_timeout for everything the requests lock: a claim
 	// or a row held by another transaction takes its request out rather
 	// than make the whole group wait.
 	b := &pgx.Batch{}
-	for _, q := range s.beginStatements() {
-		b.Queue(q)
-	}
+	s.queueBegin(b)
 	var found bool
 	b.Queue(lockHotAccount, hot.tenantID, hot.accountID).Exec(func(ct pgconn.CommandTag) error {
 		found = ct.RowsAffected() == 1
@@ -232,11 +228,10 @@ func groupOnce[T any](ctx context.Context, s *Store, hot hotRow, group []*member
 		outcomes[m] = outcome
 	}
 	if err := tx.Commit(context.WithoutCancel(ctx)); err != nil {
-		var pg *pgconn.PgError
-		if errors.Is(err, pgx.ErrTxCommitRollback) || errors.As(err, &pg) && pg.Severity == "ERROR" {
+		if rolledBack(err) {
 			return false, err
 		}
-		conn.Release()
+		release()
 		return false, fmt.Errorf("%w: %w", errCommitLost, err)
 	}
 	return true, nil

@@ -89,13 +89,11 @@ func safeFlowOnce[T any](ctx context.Context, s *Store, req domain.Request[T], s
 	endErr := &err // what the metrics say the try ended with
 	defer func() { ended(committed, *endErr) }()
 
-	conn, err := s.pool.Acquire(ctx)
+	tx, release, err := s.acquireTx(ctx)
 	if err != nil {
 		return domain.Response{}, err
 	}
-	defer conn.Release()
-	tx := &openTx{conn: conn.Conn()}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	defer release()
 
 	replay, claimed, err := s.beginAndClaim(ctx, tx, req.Idempotency, st.lock)
 	if err != nil || !claimed {
@@ -115,7 +113,7 @@ func safeFlowOnce[T any](ctx context.Context, s *Store, req domain.Request[T], s
 		committed = err == nil
 		return resp, err
 	}
-	conn.Release() // before looking: the look needs a connection of its own, and this one is done
+	release() // before looking: the look needs a connection of its own, and this one is done
 	resp, err = s.commitFailed(ctx, req.Idempotency, lost.err)
 	committed, endErr = err == nil, &errCommitLost
 	if err != nil && retryReason(err) == "" {

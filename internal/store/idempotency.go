@@ -29,25 +29,25 @@ var completeKey = guardedOne(`
 UPDATE idempotency_keys SET status_code = $3, content_type = $4, location = $5, etag = $6, body = $7
 WHERE tenant_id = $1 AND key = $2`, "the idempotency record")
 
-// claim claims req's key in tx: a new key returns claimed = true and the
+// beginAndClaim begins tx's transaction and claims req's key in one round
+// trip: BEGIN, the claim, the read of the record and what lock queues (a
+// step's guarded locking reads). A new key returns claimed = true and the
 // row stays locked until commit. A key that another transaction holds makes
 // the claim wait on its row lock (up to lock_timeout); once that
 // transaction commits, the stored response is returned for replay, or
 // idempotency_key_reused if the fingerprint differs. If it rolled back, the
-// claim succeeds and this request runs. first are statements to send
-// before the claim in its round trip (BEGIN, for beginAndClaim); then, if
-// not nil, queues statements to send after it (a step's guarded locking
-// reads), in the round trip that claims the key.
-func (s *Store) claim(ctx context.Context, tx pgx.Tx, req domain.Idempotency, first []string, then func(*pgx.Batch, domain.Idempotency)) (domain.Response, bool, error) {
+// claim succeeds and this request runs. An expired record is released and
+// the key claimed again, with lock, in one more round trip.
+func (s *Store) beginAndClaim(ctx context.Context, tx *openTx, req domain.Idempotency, lock func(*pgx.Batch, domain.Idempotency)) (domain.Response, bool, error) {
 	now := s.now()
-	for range 3 {
+	for try := range 3 {
 		b := &pgx.Batch{}
-		for _, q := range first {
-			b.Queue(q)
+		if try == 0 {
+			s.queueBegin(b)
 		}
 		c := s.queueClaim(b, req, now)
-		if then != nil {
-			then(b, req)
+		if lock != nil {
+			lock(b, req)
 		}
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			var pg *pgconn.PgError
@@ -62,7 +62,6 @@ func (s *Store) claim(ctx context.Context, tx pgx.Tx, req domain.Idempotency, fi
 		}
 		// Expired (release it, then claim again) or purged between the two
 		// statements (claim again).
-		first = nil
 		if c.found {
 			if _, err := tx.Exec(ctx, releaseExpiredKey, req.TenantID, req.Key, now); err != nil {
 				return domain.Response{}, false, err
@@ -70,12 +69,6 @@ func (s *Store) claim(ctx context.Context, tx pgx.Tx, req domain.Idempotency, fi
 		}
 	}
 	return domain.Response{}, false, fmt.Errorf("store: idempotency key claim did not settle")
-}
-
-// beginAndClaim begins tx's transaction and claims req's key in one round
-// trip: BEGIN, the claim, the read of the record and what lock queues.
-func (s *Store) beginAndClaim(ctx context.Context, tx *openTx, req domain.Idempotency, lock func(*pgx.Batch, domain.Idempotency)) (domain.Response, bool, error) {
-	return s.claim(ctx, tx, req, s.beginStatements(), lock)
 }
 
 // keyClaim is the claim of a key and the read of its record, queued on a

@@ -28,6 +28,30 @@ func (s *Store) beginStatements() []string {
 	return stmts
 }
 
+// acquireTx takes a connection for a transaction begun by hand: its BEGIN
+// (queueBegin) goes in the round trip of its first statements. release
+// rolls back what is still open and returns the connection; calling it
+// again does nothing (a lost COMMIT releases early, before looking).
+func (s *Store) acquireTx(ctx context.Context) (tx *openTx, release func(), err error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	tx = &openTx{conn: conn.Conn()}
+	return tx, func() {
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		conn.Release()
+	}, nil
+}
+
+// queueBegin queues on b the statements that begin a transaction of the
+// store (beginStatements).
+func (s *Store) queueBegin(b *pgx.Batch) {
+	for _, q := range s.beginStatements() {
+		b.Queue(q)
+	}
+}
+
 func (t *openTx) Begin(context.Context) (pgx.Tx, error) {
 	return nil, errors.New("store: the safe flow does not nest transactions")
 }

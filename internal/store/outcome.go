@@ -50,6 +50,14 @@ func (s *Store) commitFailed(ctx context.Context, req domain.Idempotency, err er
 	return resp, nil
 }
 
+// rolledBack tells whether a COMMIT's error says the transaction rolled
+// back: an ERROR the server reported for the COMMIT itself. Anything else
+// (no reply, a FATAL) leaves its outcome unknown.
+func rolledBack(commitErr error) bool {
+	var pg *pgconn.PgError
+	return errors.Is(commitErr, pgx.ErrTxCommitRollback) || errors.As(commitErr, &pg) && pg.Severity == "ERROR"
+}
+
 // learnOutcome returns nil if the transaction whose COMMIT failed with
 // commitErr committed after all, as look tells. An ERROR reported by the
 // server for the COMMIT itself means it rolled back (a serialization failure
@@ -57,8 +65,7 @@ func (s *Store) commitFailed(ctx context.Context, req domain.Idempotency, err er
 // outcome to look for, again while the database cannot be reached, for up
 // to outcomeBudget.
 func (s *Store) learnOutcome(ctx context.Context, commitErr error, look func(context.Context) (committed, known bool, err error)) error {
-	var pg *pgconn.PgError
-	if errors.Is(commitErr, pgx.ErrTxCommitRollback) || errors.As(commitErr, &pg) && pg.Severity == "ERROR" {
+	if rolledBack(commitErr) {
 		return translate(commitErr)
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), outcomeBudget)
@@ -84,17 +91,13 @@ func (s *Store) learnOutcome(ctx context.Context, commitErr error, look func(con
 // known is false when it could not tell: the old transaction is still
 // running past lock_timeout, or the look failed (lookErr).
 func (s *Store) lookForCommit(ctx context.Context, req domain.Idempotency) (resp domain.Response, committed, known bool, lookErr error) {
-	conn, err := s.pool.Acquire(ctx)
+	tx, release, err := s.acquireTx(ctx)
 	if err != nil {
 		return domain.Response{}, false, false, err
 	}
-	defer conn.Release()
-	tx := &openTx{conn: conn.Conn()}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	defer release()
 	b := &pgx.Batch{}
-	for _, q := range s.beginStatements() {
-		b.Queue(q)
-	}
+	s.queueBegin(b)
 	c := s.queueClaim(b, req, s.now())
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return domain.Response{}, false, false, err // 55P03: still running
